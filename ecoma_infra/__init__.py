@@ -1,0 +1,1 @@
+"""ecoma-infra: Ecoma hybrid k3s infrastructure."""

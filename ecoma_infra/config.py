@@ -1,0 +1,337 @@
+"""The stack configuration: one typed model of everything under the `ecoma:` namespace.
+
+A stack file (`Pulumi.<stack>.yaml`) holds the config as Pulumi structured config:
+
+    config:
+      ecoma:network: {...}        # the address plan (defaults: the seed's plan)
+      ecoma:proxmox: {...}        # endpoint, hypervisors, template 9000, a datastore per tier
+      ecoma:ssh: {...}            # the cloud-init user and its keys
+      ecoma:nodes: [...]          # on-prem nodes
+      ecoma:burst: {...}          # burst pools per cloud provider
+      ecoma:tailscale: {...}
+      ecoma:k3s: {...}
+      ecoma:k3s_token: {secure: ...}   # secrets: separate keys, always `secure:`
+
+`parse_stack_config` turns the raw mapping into `StackConfig` in two passes: pydantic checks the
+shape and types (unknown fields rejected), then `rules.check_rules` checks every rule of the
+design that spans fields. Both passes report all their findings at once, each naming the file,
+the node or section, the field and the fix. Nothing here touches Pulumi: `__main__.py` and the
+CLI feed it the same mapping from different places.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+NAMESPACE = "ecoma"
+
+Tier = Literal["swap", "hot", "warm", "cold"]
+Role = Literal["cpl", "ops", "sts", "wkr"]
+Provider = Literal["proxmox", "aws", "gcp", "oci"]
+CloudProvider = Literal["aws", "gcp", "oci"]
+Filesystem = Literal["ext4", "xfs"]
+
+TIERS: tuple[Tier, ...] = ("swap", "hot", "warm", "cold")
+DATA_TIERS: tuple[Tier, ...] = ("hot", "warm", "cold")
+ROLES: tuple[Role, ...] = ("cpl", "ops", "sts", "wkr")
+PROVIDERS: tuple[Provider, ...] = ("proxmox", "aws", "gcp", "oci")
+CLOUD_PROVIDERS: tuple[CloudProvider, ...] = ("aws", "gcp", "oci")
+ON_PREM_ONLY_ROLES: tuple[Role, ...] = ("cpl", "ops", "sts")
+MAX_DISKS = len(TIERS)
+
+# RFC 1123 label: what a hostname, a Tailscale machine name and a k8s node name all accept.
+DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+DURATION = r"^[1-9][0-9]*(s|m|h|d)$"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+Name = Annotated[str, StringConstraints(pattern=DNS_LABEL)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION)]
+
+
+def duration_seconds(value: str) -> int:
+    """`90m` -> 5400. The model's pattern has already rejected anything else."""
+    match = re.fullmatch(DURATION, value)
+    if match is None:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 4h, 1d)")
+    return int(value[:-1]) * _DURATION_UNITS[value[-1]]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkPlan(_Model):
+    """The seed's IP range plan. Every default is the seed's value."""
+
+    tailscale_cidr: IPv4Network = IPv4Network("100.64.0.0/10")
+    link_local_cidr: IPv4Network = IPv4Network("169.254.0.0/16")
+    pod_cidr: IPv4Network = IPv4Network("10.42.0.0/16")
+    service_cidr: IPv4Network = IPv4Network("10.43.0.0/16")
+    sdn_subnet: IPv4Network = IPv4Network("10.41.1.0/24")
+    coredns_ip: IPv4Address = IPv4Address("10.43.0.10")
+    node_local_dns_ip: IPv4Address = IPv4Address("169.254.20.10")
+    kube_vip: IPv4Address = IPv4Address("10.41.1.254")
+    sdn_gateway: IPv4Address = IPv4Address("10.41.1.1")
+    dns_servers: list[IPv4Address] = Field(
+        default_factory=lambda: [IPv4Address("10.41.1.1")],
+        min_length=1,
+        description="Resolvers that cloud-init writes for on-prem nodes.",
+    )
+    search_domain: str = "ecoma.internal"
+
+
+class ProxmoxSdn(_Model):
+    zone: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,7}$")] = "ecoma"
+    vnet: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,7}$")] = "ecomanet"
+
+
+class ProxmoxSettings(_Model):
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https://[^\s/]+(:[0-9]+)?/?$")]
+    insecure: bool = Field(False, description="Skip TLS verification (self-signed PVE).")
+    hypervisors: list[Name] = Field(min_length=1, description="Proxmox node names.")
+    template_vm_id: int = Field(9000, ge=100, description="Debian 12 cloud-image template.")
+    datastores: dict[Tier, str] = Field(description="Datastore that holds each tier's disks.")
+    snippets_datastore: str = Field("local", description="Datastore with the snippets content.")
+    sdn: ProxmoxSdn = ProxmoxSdn()
+    clone_parallelism: int = Field(
+        2, ge=1, le=8, description="Clones at once: parallel clones can fail on storage locks."
+    )
+    protect_stateful: bool = Field(
+        True, description="Protect cpl and sts VMs against deletion and replacement."
+    )
+
+
+class SshSettings(_Model):
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "ecoma"
+    authorized_keys: list[
+        Annotated[str, StringConstraints(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-\S+) \S+")]
+    ] = Field(min_length=1)
+
+
+class Disk(_Model):
+    tier: Tier
+    size_gb: int = Field(ge=1, le=65536)
+    os: bool = Field(False, description="The OS disk: the root filesystem.")
+    filesystem: Filesystem | None = Field(
+        None, description="For hot/warm/cold data disks; default: ecoma:storage.filesystems."
+    )
+
+
+class Node(_Model):
+    name: Name
+    role: Role
+    provider: Provider = "proxmox"
+    hypervisor: Name
+    vm_id: int = Field(ge=100, le=999_999_999)
+    ip: IPv4Address
+    cpu_cores: int = Field(ge=1, le=512)
+    memory_mb: int = Field(ge=512)
+    disks: list[Disk] = Field(min_length=1)
+
+
+class BurstPool(_Model):
+    count: int = Field(0, ge=0, description="Burst nodes running now.")
+    max: int = Field(ge=0, description="The most nodes this pool may ever have.")
+    region: str = Field(min_length=1)
+    zone: str = Field(min_length=1, description="AZ, zone or availability domain.")
+    instance_type: str = Field(min_length=1, description="Instance type, machine type or shape.")
+    image: str = Field(min_length=1, description="AMI id, image self-link or image OCID.")
+    ttl: Duration = Field("4h", description="Time to live of a burst node, e.g. 90m, 4h, 1d.")
+    vpc_cidr: IPv4Network
+    subnet_cidr: IPv4Network
+    public_ip: bool = Field(
+        False, description="Give nodes a public IP for egress instead of a NAT gateway."
+    )
+    hourly_price_usd: float = Field(ge=0, description="Price of one node per hour.")
+    disks: list[Disk] = Field(min_length=1)
+
+    @property
+    def ttl_seconds(self) -> int:
+        return duration_seconds(self.ttl)
+
+
+class AwsPool(BurstPool):
+    role_arn: str | None = Field(
+        None, description="IAM role assumed with the CI's OIDC token (no long-lived keys)."
+    )
+
+
+class GcpPool(BurstPool):
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+
+
+class OciPool(BurstPool):
+    compartment_id: str = Field(pattern=r"^ocid1\.(compartment|tenancy)\.")
+    tenancy_ocid: str = Field(pattern=r"^ocid1\.tenancy\.")
+    user_ocid: str = Field(pattern=r"^ocid1\.user\.", description="The CI's API user.")
+    fingerprint: str = Field(
+        pattern=r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$", description="Of the oci_private_key."
+    )
+    ocpus: float | None = Field(None, gt=0, description="For flexible shapes.")
+    memory_gb: float | None = Field(None, gt=0, description="For flexible shapes.")
+
+
+class BurstSettings(_Model):
+    budget_usd_per_hour: float = Field(ge=0, description="Cap on all burst pools together.")
+    aws: AwsPool | None = None
+    gcp: GcpPool | None = None
+    oci: OciPool | None = None
+
+    def pools(self) -> dict[CloudProvider, BurstPool]:
+        found: dict[CloudProvider, BurstPool | None] = {
+            "aws": self.aws,
+            "gcp": self.gcp,
+            "oci": self.oci,
+        }
+        return {name: pool for name, pool in found.items() if pool is not None}
+
+
+TagName = Annotated[str, StringConstraints(pattern=r"^tag:[a-z0-9][a-z0-9-]*$")]
+
+
+class TailscaleSettings(_Model):
+    tailnet: str = Field(min_length=1, description="Tailnet name, e.g. ecoma.io or '-'.")
+    magic_dns_suffix: str = Field(
+        pattern=r"^[a-z0-9-]+\.ts\.net$", description="e.g. tail1234.ts.net"
+    )
+    oauth_client_id: str | None = Field(
+        None, description="OAuth client id; its secret is the tailscale_oauth_client_secret key."
+    )
+    tags: dict[Role, TagName] = Field(
+        default_factory=lambda: {role: f"tag:ecoma-{role}" for role in ROLES}
+    )
+    subnet_routers: list[Name] = Field(
+        min_length=1, description="On-prem nodes that advertise the SDN subnet."
+    )
+    key_expiry: Duration = "1h"
+
+    @property
+    def key_expiry_seconds(self) -> int:
+        return duration_seconds(self.key_expiry)
+
+
+class K3sSettings(_Model):
+    version: Annotated[str, StringConstraints(pattern=r"^v1\.[0-9]+\.[0-9]+\+k3s[0-9]+$")]
+    flannel_backend: Literal["vxlan", "wireguard-native", "host-gw"] = "vxlan"
+    node_local_dns: bool = True
+    server_args: list[str] = Field(default_factory=list)
+    agent_args: list[str] = Field(default_factory=list)
+
+
+DataTier = Literal["hot", "warm", "cold"]
+
+
+def _default_filesystems() -> dict[DataTier, Filesystem]:
+    return {"hot": "ext4", "warm": "ext4", "cold": "ext4"}
+
+
+class StorageSettings(_Model):
+    filesystems: dict[DataTier, Filesystem] = Field(default_factory=_default_filesystems)
+
+    def filesystem_for(self, disk: Disk) -> str | None:
+        """What the storage role puts on a disk; None for the OS disk (it is the root fs)."""
+        if disk.os:
+            return None
+        if disk.tier == "swap":
+            return "swap"
+        return disk.filesystem or self.filesystems.get(disk.tier, "ext4")
+
+
+class StackConfig(_Model):
+    network: NetworkPlan = NetworkPlan()
+    proxmox: ProxmoxSettings
+    ssh: SshSettings
+    nodes: list[Node] = Field(min_length=1)
+    burst: BurstSettings
+    tailscale: TailscaleSettings
+    k3s: K3sSettings
+    storage: StorageSettings = StorageSettings()
+
+    def nodes_with_role(self, role: Role) -> list[Node]:
+        return [node for node in self.nodes if node.role == role]
+
+
+# Secrets are separate config keys, read with `require_secret` and never fields of the model.
+SECRET_KEYS: dict[str, str] = {
+    "k3s_token": "k3s server token (secure K10... form or a random secret)",
+    "k3s_agent_token": "k3s agent token, given to agents instead of the server token",
+    "proxmox_api_token": "Proxmox API token, USER@REALM!TOKENID=UUID",
+    "tailscale_oauth_client_secret": "Tailscale OAuth client secret (or tailscale_api_key)",
+    "tailscale_api_key": "Tailscale API key (if no OAuth client is used)",
+    "gcp_credentials": "GCP credentials JSON (service account or workload identity config)",
+    "oci_private_key": "OCI API signing key (PEM)",
+    "aws_access_key_id": "AWS access key id (only without role_arn)",
+    "aws_secret_access_key": "AWS secret access key (only without role_arn)",
+}
+
+MODEL_KEYS: tuple[str, ...] = tuple(StackConfig.model_fields)
+
+
+def required_secrets(config: StackConfig) -> list[str]:
+    """The secret keys `pulumi up` needs for this stack."""
+    needed = ["k3s_token", "k3s_agent_token", "proxmox_api_token"]
+    needed.append(
+        "tailscale_oauth_client_secret" if config.tailscale.oauth_client_id else "tailscale_api_key"
+    )
+    pools = config.burst.pools()
+    if "gcp" in pools:
+        needed.append("gcp_credentials")
+    if "oci" in pools:
+        needed.append("oci_private_key")
+    if config.burst.aws is not None and config.burst.aws.role_arn is None:
+        needed += ["aws_access_key_id", "aws_secret_access_key"]
+    return needed
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of one stack file's `config:` block, for editors."""
+    properties: dict[str, Any] = {}
+    definitions: dict[str, Any] = {}
+    model_schema = StackConfig.model_json_schema(ref_template="#/$defs/{model}")
+    definitions.update(model_schema.pop("$defs", {}))
+    for key, schema in model_schema["properties"].items():
+        properties[f"{NAMESPACE}:{key}"] = schema
+    secure = {
+        "type": "object",
+        "properties": {"secure": {"type": "string"}},
+        "required": ["secure"],
+        "additionalProperties": False,
+    }
+    for key, description in SECRET_KEYS.items():
+        properties[f"{NAMESPACE}:{key}"] = {**secure, "description": description}
+    required = [f"{NAMESPACE}:{key}" for key in model_schema.get("required", [])]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ecoma-infra stack file (Pulumi.<stack>.yaml)",
+        "type": "object",
+        "properties": {
+            "secretsprovider": {"type": "string"},
+            "encryptionsalt": {"type": "string"},
+            "config": {
+                "type": "object",
+                "properties": properties,
+                "required": required,
+                "patternProperties": {r"^(?!ecoma:)[a-zA-Z0-9_-]+:": {}},
+                "additionalProperties": False,
+            },
+        },
+        "required": ["config"],
+        "$defs": definitions,
+    }
+
+
+def split_namespace(config_block: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split `ecoma:`-prefixed keys into (model values, secret values); other namespaces dropped."""
+    values: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
+    for full_key, value in config_block.items():
+        namespace, _, key = str(full_key).partition(":")
+        if namespace != NAMESPACE or not key:
+            continue
+        (secrets if key in SECRET_KEYS else values)[key] = value
+    return values, secrets

@@ -1,0 +1,44 @@
+# Shared by scripts/preview and scripts/test: make the project runnable on a fresh Debian 12
+# machine that has only Python 3.11 and apt. Idempotent and quiet when everything is there.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export UV_PYTHON_DOWNLOADS=never   # use the machine's Python 3.11, never fetch one
+export UV_PROJECT_ENVIRONMENT="$ROOT/.venv"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+ensure_uv() {
+  if command -v uv >/dev/null 2>&1; then UV=uv; return; fi
+  local tools="${XDG_CACHE_HOME:-$HOME/.cache}/ecoma-infra/uv-tool"
+  if [ ! -x "$tools/bin/uv" ]; then
+    log "installing uv into $tools"
+    python3 -m venv "$tools" || {
+      log "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
+    "$tools/bin/pip" install --quiet --disable-pip-version-check 'uv>=0.4,<1'
+  fi
+  UV="$tools/bin/uv"
+}
+
+ensure_python_env() {
+  ensure_uv
+  log "syncing .venv from uv.lock"
+  (cd "$ROOT" && "$UV" sync --frozen --quiet)
+  export PATH="$ROOT/.venv/bin:$PATH"
+}
+
+# apt packages, installed only when missing; needs root (the lab needs root anyway).
+ensure_apt_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing apt packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})"
+    return 1
+  fi
+  log "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
