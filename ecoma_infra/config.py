@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 NAMESPACE = "ecoma"
 
@@ -95,6 +95,12 @@ class ProxmoxSettings(_Model):
     insecure: bool = Field(False, description="Skip TLS verification (self-signed PVE).")
     hypervisors: list[Name] = Field(min_length=1, description="Proxmox node names.")
     template_vm_id: int = Field(9000, ge=100, description="Debian 12 cloud-image template.")
+    template_node: Name | None = Field(
+        None, description="Hypervisor holding the template (default: the first hypervisor)."
+    )
+    ssh_username: str = Field(
+        "root", description="SSH user the provider uploads cloud-init snippets with."
+    )
     datastores: dict[Tier, str] = Field(description="Datastore that holds each tier's disks.")
     snippets_datastore: str = Field("local", description="Datastore with the snippets content.")
     sdn: ProxmoxSdn = ProxmoxSdn()
@@ -103,6 +109,10 @@ class ProxmoxSettings(_Model):
     )
     protect_stateful: bool = Field(
         True, description="Protect cpl and sts VMs against deletion and replacement."
+    )
+    unlock_disks: list[Name] = Field(
+        default_factory=list,
+        description="Protected nodes whose disk list `up` may change this time (then remove).",
     )
 
 
@@ -149,6 +159,10 @@ class BurstPool(_Model):
     )
     hourly_price_usd: float = Field(ge=0, description="Price of one node per hour.")
     disks: list[Disk] = Field(min_length=1)
+    expires_at: dict[Name, AwareDatetime] = Field(
+        default_factory=dict,
+        description="Lease end of each running burst node (written by `ecoma-infra burst`).",
+    )
 
     @property
     def ttl_seconds(self) -> int:
@@ -261,6 +275,7 @@ SECRET_KEYS: dict[str, str] = {
     "k3s_token": "k3s server token (secure K10... form or a random secret)",
     "k3s_agent_token": "k3s agent token, given to agents instead of the server token",
     "proxmox_api_token": "Proxmox API token, USER@REALM!TOKENID=UUID",
+    "proxmox_ssh_private_key": "SSH key the Proxmox provider uploads cloud-init snippets with",
     "tailscale_oauth_client_secret": "Tailscale OAuth client secret (or tailscale_api_key)",
     "tailscale_api_key": "Tailscale API key (if no OAuth client is used)",
     "gcp_credentials": "GCP credentials JSON (service account or workload identity config)",
@@ -274,7 +289,7 @@ MODEL_KEYS: tuple[str, ...] = tuple(StackConfig.model_fields)
 
 def required_secrets(config: StackConfig) -> list[str]:
     """The secret keys `pulumi up` needs for this stack."""
-    needed = ["k3s_token", "k3s_agent_token", "proxmox_api_token"]
+    needed = ["k3s_token", "k3s_agent_token", "proxmox_api_token", "proxmox_ssh_private_key"]
     needed.append(
         "tailscale_oauth_client_secret" if config.tailscale.oauth_client_id else "tailscale_api_key"
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -27,6 +27,11 @@ class Secrets:
 
     def get(self, key: str) -> pulumi.Output[str] | None:
         return self.values.get(key)
+
+
+def as_secret(value: pulumi.Input[str]) -> pulumi.Output[str]:
+    """`Output.secret` with the type the SDK's stubs lose on the way."""
+    return pulumi.Output.secret(cast(Any, value))
 
 
 def _configured_keys() -> set[str]:

@@ -339,6 +339,21 @@ def _node_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                     f"no datastore for tier '{disk.tier}'",
                     f"add `{disk.tier}: <datastore>` to ecoma:proxmox.datastores",
                 )
+    template_node = config.proxmox.template_node
+    if template_node is not None and template_node not in hypervisors:
+        yield ConfigIssue(
+            f"{NAMESPACE}:proxmox.template_node",
+            f"'{template_node}' is not one of ecoma:proxmox.hypervisors",
+            "name the hypervisor that holds the template",
+        )
+    names = {node.name for node in config.nodes}
+    for name in config.proxmox.unlock_disks:
+        if name not in names:
+            yield ConfigIssue(
+                f"{NAMESPACE}:proxmox.unlock_disks",
+                f"'{name}' is not a node",
+                "name nodes from ecoma:nodes",
+            )
     servers = config.nodes_with_role("cpl")
     if len(servers) % 2 == 0:
         yield ConfigIssue(
@@ -486,6 +501,13 @@ def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                 "choose a subnet inside the VPC range",
             )
         yield from _disk_rules(where, pool.disks)
+        running = set(burst_node_names(provider, pool.count))
+        for name in sorted(set(pool.expires_at) - running):
+            yield ConfigIssue(
+                f"{where}.expires_at.{name}",
+                f"'{name}' is not a running node of this pool (count {pool.count})",
+                "remove the entry; `ecoma-infra burst` keeps this map",
+            )
     hourly = sum(pool.count * pool.hourly_price_usd for pool in pools.values())
     if hourly > burst.budget_usd_per_hour:
         yield ConfigIssue(

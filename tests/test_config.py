@@ -430,6 +430,13 @@ INVALID: list[tuple[str, str, Mutation, str, str]] = [
         "the pools cost 6.26 USD/h, above the budget of 6.00 USD/h",
     ),
     (
+        "lease-for-missing-node",
+        "staging",
+        _set("burst.aws.expires_at", {"wkr-aws-1": "2026-11-26T12:00:00Z"}),
+        "ecoma:burst.aws.expires_at.wkr-aws-1",
+        "is not a running node of this pool (count 0)",
+    ),
+    (
         "burst-pool-disks",
         "staging",
         _set("burst.gcp.disks", [OS_HOT, {"tier": "hot", "size_gb": 10}]),
