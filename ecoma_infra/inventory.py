@@ -11,8 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ecoma_infra.config import PROVIDERS, ROLES, Provider, Role, StackConfig
-from ecoma_infra.disks import StorageFact
+from ecoma_infra.config import (
+    PROVIDERS,
+    ROLES,
+    Node,
+    Provider,
+    Role,
+    StackConfig,
+    StorageSettings,
+)
+from ecoma_infra.disks import StorageFact, fact, ordered, proxmox_device
 from ecoma_infra.roles import ROLE_SPECS, node_labels
 
 GROUP_PREFIX = "ecoma_"
@@ -37,6 +45,18 @@ class NodeFact:
     burst: bool = False
     expires_at: datetime | None = None
     tailscale_router: bool = False
+
+
+def onprem_node_fact(node: Node, storage: StorageSettings, routers: Sequence[str]) -> NodeFact:
+    """The facts of an on-prem node: its SDN address and its disks at their virtio by-id paths."""
+    return NodeFact(
+        name=node.name,
+        role=node.role,
+        provider="proxmox",
+        address=str(node.ip),
+        storage=tuple(fact(d, proxmox_device(d), storage) for d in ordered(node.disks)),
+        tailscale_router=node.name in routers,
+    )
 
 
 def cluster_vars(stack: str, config: StackConfig) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from ecoma_infra import configure as configure_lib
 from ecoma_infra.paths import ansible_dir, project_root
@@ -45,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     source.add_argument(
         "--inventory", metavar="FILE", type=Path, help="read the inventory from this JSON file"
     )
+    add_run_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The Ansible options `configure` and `lab converge` share."""
     parser.add_argument(
         "--playbook",
         metavar="FILE",
@@ -74,7 +81,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="print one JSON object per host result and a final summary object (for CI logs)",
     )
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         inventory = configure_lib.load_inventory_file(args.inventory)
         secrets = configure_lib.secrets_from_environment()
+    return run_with(args, inventory, secrets)
+
+
+def run_with(args: argparse.Namespace, inventory: dict[str, Any], secrets: dict[str, str]) -> int:
+    """Run the playbook with the options of `add_run_options`; the exit code of the run."""
     missing = [name for name in configure_lib.SECRET_ENV_VARS if name not in secrets]
     if missing:
         print(

@@ -17,14 +17,8 @@ from ecoma_infra.config import (
     StorageSettings,
     TailscaleSettings,
 )
-from ecoma_infra.disks import (
-    fact,
-    ordered,
-    proxmox_device,
-    proxmox_interface,
-    proxmox_serial,
-)
-from ecoma_infra.inventory import NodeFact
+from ecoma_infra.disks import ordered, proxmox_interface, proxmox_serial
+from ecoma_infra.inventory import onprem_node_fact
 from ecoma_infra.pulumi_config import Secrets, as_secret
 
 # Roles whose machines hold state that a rebuild would lose: etcd on cpl, data on sts.
@@ -246,13 +240,6 @@ class ProxmoxNode(pulumi.ComponentResource):
                 ),
             ),
         )
-        self.fact = NodeFact(
-            name=node.name,
-            role=node.role,
-            provider="proxmox",
-            address=str(node.ip),
-            storage=tuple(fact(d, proxmox_device(d), args.storage) for d in disks),
-            tailscale_router=args.router,
-        )
+        self.fact = onprem_node_fact(node, args.storage, args.tailscale.subnet_routers)
         self.tailscale_key: pulumi.Output[str] = key.key
         self.register_outputs({"vm_id": self.vm.vm_id, "ip": str(node.ip)})
