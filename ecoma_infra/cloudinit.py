@@ -6,6 +6,7 @@ key stays a secret, and tests read the result as YAML.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 
 import yaml
@@ -91,3 +92,50 @@ def render_user_data(boot: NodeBoot, tailscale_auth_key: str) -> str:
         "runcmd": runcmd,
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=200)
+
+
+def render_startup_script(boot: NodeBoot, tailscale_auth_key: str) -> str:
+    """The same setup as `render_user_data`, as a shell script for images without cloud-init.
+
+    Google's Debian images run the guest agent's `startup-script` at every boot instead of
+    cloud-init, so the script is idempotent: once the node is in the tailnet it only makes sure
+    the user and its keys are there.
+    """
+    q = shlex.quote
+    user, home = boot.user, f"/home/{boot.user}"
+    keys = "\n".join(boot.authorized_keys)
+    up = " ".join(q(arg) for arg in ("tailscale", "up", *boot.tailscale_up_args))
+    lines = [
+        "#!/bin/bash",
+        "# ecoma node bootstrap: user, SSH keys, Tailscale. Runs at every boot; idempotent.",
+        "set -euo pipefail",
+        f"hostnamectl set-hostname {q(boot.hostname)}",
+        f"id -u {q(user)} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "
+        f"--groups sudo {q(user)}",
+        f"install -d -m 0700 -o {q(user)} -g {q(user)} {q(home + '/.ssh')}",
+        f"printf '%s\\n' {q(keys)} > {q(home + '/.ssh/authorized_keys')}",
+        f"chown {q(user)}: {q(home + '/.ssh/authorized_keys')}",
+        f"chmod 0600 {q(home + '/.ssh/authorized_keys')}",
+        f"echo {q(f'{user} ALL=(ALL) NOPASSWD:ALL')} > /etc/sudoers.d/90-ecoma",
+        "chmod 0440 /etc/sudoers.d/90-ecoma",
+    ]
+    if boot.ip_forwarding:
+        lines.append(
+            "echo 'net.ipv4.ip_forward = 1' > /etc/sysctl.d/90-ecoma-tailscale-router.conf"
+            " && sysctl --system >/dev/null"
+        )
+    lines += [
+        "if ! command -v tailscale >/dev/null; then",
+        f"  curl -fsSL {TAILSCALE_REPO}/bookworm.noarmor.gpg -o {TAILSCALE_KEYRING}",
+        f"  echo 'deb [signed-by={TAILSCALE_KEYRING}] {TAILSCALE_REPO} bookworm main'"
+        " > /etc/apt/sources.list.d/tailscale.list",
+        "  apt-get update -q && apt-get install -y -q tailscale",
+        "fi",
+        "systemctl enable --now tailscaled",
+        "if tailscale status --peers=false >/dev/null 2>&1; then exit 0; fi",
+        f"install -d -m 0700 {q(AUTH_KEY_FILE.rsplit('/', 1)[0])}",
+        f"(umask 077 && printf '%s' {q(tailscale_auth_key)} > {q(AUTH_KEY_FILE)})",
+        f"{up} || {{ rm -f {q(AUTH_KEY_FILE)}; exit 1; }}",
+        f"rm -f {q(AUTH_KEY_FILE)}",
+    ]
+    return "\n".join(lines) + "\n"

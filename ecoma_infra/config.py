@@ -280,6 +280,7 @@ SECRET_KEYS: dict[str, str] = {
     "tailscale_api_key": "Tailscale API key (if no OAuth client is used)",
     "gcp_credentials": "GCP credentials JSON (service account or workload identity config)",
     "oci_private_key": "OCI API signing key (PEM)",
+    "aws_web_identity_token": "the CI's OIDC token, exchanged for the AWS pool's role_arn",
     "aws_access_key_id": "AWS access key id (only without role_arn)",
     "aws_secret_access_key": "AWS secret access key (only without role_arn)",
 }
@@ -298,8 +299,11 @@ def required_secrets(config: StackConfig) -> list[str]:
         needed.append("gcp_credentials")
     if "oci" in pools:
         needed.append("oci_private_key")
-    if config.burst.aws is not None and config.burst.aws.role_arn is None:
-        needed += ["aws_access_key_id", "aws_secret_access_key"]
+    if config.burst.aws is not None:
+        if config.burst.aws.role_arn:
+            needed.append("aws_web_identity_token")
+        else:
+            needed += ["aws_access_key_id", "aws_secret_access_key"]
     return needed
 
 

@@ -62,7 +62,14 @@ def _tailscale_device(args: dict[str, Any]) -> dict[str, Any]:
     return {"id": node_id, "nodeId": node_id, "hostname": hostname, "name": hostname}
 
 
-_INVOKES = {"tailscale:index/getDevice:getDevice": _tailscale_device}
+def _oci_availability_domains(args: dict[str, Any]) -> dict[str, Any]:
+    return {"availabilityDomains": [{"name": f"Offline:EU-OFFLINE-1-AD-{n}"} for n in (1, 2, 3)]}
+
+
+_INVOKES = {
+    "tailscale:index/getDevice:getDevice": _tailscale_device,
+    "oci:Identity/getAvailabilityDomains:getAvailabilityDomains": _oci_availability_domains,
+}
 
 
 class OfflineMocks(pulumi.runtime.Mocks):

@@ -33,6 +33,8 @@ from ecoma_infra.config import (
 from ecoma_infra.errors import EcomaError, UsageError
 from ecoma_infra.naming import burst_node_names
 
+OCI_MIN_VOLUME_GB = 50  # OCI's smallest block and boot volume
+
 
 @dataclass(frozen=True)
 class ConfigIssue:
@@ -501,6 +503,15 @@ def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                 "choose a subnet inside the VPC range",
             )
         yield from _disk_rules(where, pool.disks)
+        if provider == "oci":
+            for index, disk in enumerate(pool.disks):
+                if disk.size_gb < OCI_MIN_VOLUME_GB:
+                    yield ConfigIssue(
+                        f"{where}.disks[{index}].size_gb",
+                        f"{disk.size_gb} GB is below OCI's smallest volume "
+                        f"({OCI_MIN_VOLUME_GB} GB)",
+                        f"give the disk at least {OCI_MIN_VOLUME_GB} GB",
+                    )
         running = set(burst_node_names(provider, pool.count))
         for name in sorted(set(pool.expires_at) - running):
             yield ConfigIssue(

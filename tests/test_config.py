@@ -437,6 +437,13 @@ INVALID: list[tuple[str, str, Mutation, str, str]] = [
         "is not a running node of this pool (count 0)",
     ),
     (
+        "oci-volume-too-small",
+        "staging",
+        _set("burst.oci.disks", [{"tier": "hot", "size_gb": 40, "os": True}]),
+        "ecoma:burst.oci.disks[0].size_gb",
+        "40 GB is below OCI's smallest volume (50 GB)",
+    ),
+    (
         "burst-pool-disks",
         "staging",
         _set("burst.gcp.disks", [OS_HOT, {"tier": "hot", "size_gb": 10}]),

@@ -7,6 +7,7 @@ or the root stack into another.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,58 @@ def test_an_invalid_stack_fails_before_any_resource(tmp_path: Path):
         caught.value
     )
     assert monitor.records == []
+
+
+def test_startup_script_is_valid_bash_and_idempotent_by_design(tmp_path: Path):
+    from ecoma_infra.cloudinit import NodeBoot, render_startup_script, tailscale_up_args
+
+    boot = NodeBoot(
+        hostname="wkr-gcp-1",
+        domain="tail4e2c1.ts.net",
+        user="ecoma",
+        authorized_keys=("ssh-ed25519 AAAA ops", "ssh-ed25519 BBBB ci"),
+        tailscale_up_args=tailscale_up_args("wkr-gcp-1", advertise_routes=[], accept_routes=True),
+    )
+    script = render_startup_script(boot, "key'with\"quotes")
+    path = tmp_path / "startup.sh"
+    path.write_text(script)
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    lines = script.splitlines()
+    joined = lines.index("if tailscale status --peers=false >/dev/null 2>&1; then exit 0; fi")
+    up = next(i for i, line in enumerate(lines) if line.startswith("tailscale up"))
+    assert joined < up, "a node already in the tailnet never uses its key again"
+    assert "--accept-routes" in lines[up]
+    assert "'key'\"'\"'with\"quotes'" in script  # the key is quoted for the shell
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_burst_count_gives_that_many_nodes_per_provider(tmp_path: Path, count: int):
+    def burst(config: dict[str, Any]) -> None:
+        for provider in ("aws", "gcp", "oci"):
+            config["ecoma:burst"][provider]["count"] = count
+        config["ecoma:burst"]["budget_usd_per_hour"] = 100
+
+    result = run_offline(stack_variant(tmp_path, "prod", burst))
+    instances = {
+        "aws": of_type(result, "aws:ec2/instance:Instance"),
+        "gcp": of_type(result, "gcp:compute/instance:Instance"),
+        "oci": of_type(result, "oci:Core/instance:Instance"),
+    }
+    assert {p: len(found) for p, found in instances.items()} == dict.fromkeys(instances, count)
+    inventory = result.outputs["ansible_inventory"]
+    children = inventory["all"]["children"]
+    expected = {f"wkr-{p}-{i}" for p in instances for i in range(1, count + 1)}
+    assert set(children["ecoma_burst"]["hosts"]) == expected
+    hosts = inventory_hosts(inventory)
+    for name in expected:
+        host = hosts[name]
+        provider = host["ecoma_provider"]
+        assert name in children[f"ecoma_{provider}"]["hosts"]
+        assert host["ansible_host"] == f"{name}.tail4e2c1.ts.net"
+        assert host["ecoma_tailscale_accept_routes"] is True
+        assert host["ecoma_node_labels"]["node.ecoma.io/burst"] == "true"
+        assert all(d["device"].startswith("/dev/") for d in host["ecoma_storage"])
+    assert result.outputs["burst"]["hourly_cost_usd"] == round(count * (0.23 + 0.226 + 0.17), 4)
+    for record in result.records:  # still no default provider, with the clouds in
+        if record.custom and not record.type.startswith("pulumi:providers:"):
+            assert record.provider, record.name

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_tailscale as tailscale
 
-from ecoma_infra.cloudinit import NodeBoot, render_user_data, tailscale_up_args
+from ecoma_infra.cloudinit import (
+    NodeBoot,
+    render_startup_script,
+    render_user_data,
+    tailscale_up_args,
+)
 from ecoma_infra.config import (
     BurstPool,
     CloudProvider,
@@ -70,6 +75,11 @@ class BurstPoolArgs:
 def user_data(boot: NodeBoot, key: tailscale.TailnetKey) -> pulumi.Output[str]:
     """The node's cloud-config; secret, because it holds the (single-use) auth key."""
     return as_secret(key.key).apply(lambda auth_key: render_user_data(boot, auth_key))
+
+
+def startup_script(boot: NodeBoot, key: tailscale.TailnetKey) -> pulumi.Output[str]:
+    """The same setup for images that run a startup script instead of cloud-init (GCE)."""
+    return as_secret(key.key).apply(lambda auth_key: render_startup_script(boot, auth_key))
 
 
 def node_fact(
