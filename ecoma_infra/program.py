@@ -28,7 +28,12 @@ POOL_CLASSES: dict[CloudProvider, str] = {
 def build_stack(config: StackConfig, secrets: Secrets) -> None:
     stack = pulumi.get_stack()
     proxmox_provider = pve.make_provider(config.proxmox, secrets)
-    tailscale_provider = ts.make_provider(config.tailscale, secrets)
+    tailscale_provider = ts.make_provider("tailscale", config.tailscale, secrets)
+    policy = ts.TailnetPolicy("tailnet-policy", config, provider=tailscale_provider)
+    # Keys may only carry tags the policy lets the CI own: mint them once it is in place.
+    keys_provider = ts.make_provider(
+        "tailscale-keys", config.tailscale, secrets, pulumi.ResourceOptions(depends_on=[policy.acl])
+    )
     sdn = pve.ProxmoxSdn("sdn", config.proxmox, config.network, provider=proxmox_provider)
 
     nodes: dict[str, pve.ProxmoxNode] = {}
@@ -53,7 +58,7 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
                 vnet_id=sdn.vnet_id,
             ),
             provider=proxmox_provider,
-            tailscale_provider=tailscale_provider,
+            tailscale_provider=keys_provider,
             after=after,
         )
         nodes[node.name] = component
@@ -83,7 +88,7 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
                 network=config.network,
             ),
             provider=cloud,
-            tailscale_provider=tailscale_provider,
+            tailscale_provider=keys_provider,
         )
 
     facts: list[pulumi.Output[NodeFact]] = [

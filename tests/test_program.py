@@ -364,3 +364,15 @@ def test_burst_count_gives_that_many_nodes_per_provider(tmp_path: Path, count: i
     for record in result.records:  # still no default provider, with the clouds in
         if record.custom and not record.type.startswith("pulumi:providers:"):
             assert record.provider, record.name
+
+
+def test_tailnet_policy_is_applied_before_any_key_is_minted(prod_onprem: PreviewResult):
+    from ecoma_infra.tailnet_policy import tailnet_policy
+
+    (acl,) = of_type(prod_onprem, "tailscale:index/acl:Acl").values()
+    config = load_stack_file(ROOT / "Pulumi.prod.yaml").config
+    assert json.loads(acl.inputs["acl"]) == json.loads(json.dumps(tailnet_policy(config)))
+    keys_provider = of_type(prod_onprem, "pulumi:providers:tailscale")["tailscale-keys"]
+    assert acl.urn in keys_provider.depends_on
+    for key in of_type(prod_onprem, KEY).values():
+        assert key.provider.startswith(keys_provider.urn)

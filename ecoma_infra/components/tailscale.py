@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pulumi_tailscale as tailscale
 
-from ecoma_infra.config import Role, TailscaleSettings
+from ecoma_infra.config import Role, StackConfig, TailscaleSettings
 from ecoma_infra.pulumi_config import Secrets
+from ecoma_infra.tailnet_policy import tailnet_policy
 
 
 def node_auth_key(
@@ -79,15 +82,43 @@ class SubnetRoutes(pulumi.ComponentResource):
 OAUTH_SCOPES = ["auth_keys", "devices:core", "devices:routes", "policy_file"]
 
 
-def make_provider(settings: TailscaleSettings, secrets: Secrets) -> tailscale.Provider:
+def make_provider(
+    name: str,
+    settings: TailscaleSettings,
+    secrets: Secrets,
+    opts: pulumi.ResourceOptions | None = None,
+) -> tailscale.Provider:
     if settings.oauth_client_id:
         return tailscale.Provider(
-            "tailscale",
+            name,
             tailnet=settings.tailnet,
             oauth_client_id=settings.oauth_client_id,
             oauth_client_secret=secrets.require("tailscale_oauth_client_secret"),
             scopes=OAUTH_SCOPES,
+            opts=opts,
         )
     return tailscale.Provider(
-        "tailscale", tailnet=settings.tailnet, api_key=secrets.require("tailscale_api_key")
+        name, tailnet=settings.tailnet, api_key=secrets.require("tailscale_api_key"), opts=opts
     )
+
+
+class TailnetPolicy(pulumi.ComponentResource):
+    """The tailnet policy file as code (see `ecoma_infra.tailnet_policy`). It replaces the
+    policy of the whole tailnet: keys can only carry tags that it lets the CI own."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        *,
+        provider: pulumi.ProviderResource,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__("ecoma:tailscale:TailnetPolicy", name, None, opts)
+        self.acl = tailscale.Acl(
+            f"{name}-acl",
+            acl=json.dumps(tailnet_policy(config), indent=2, sort_keys=True),
+            overwrite_existing_content=True,
+            opts=pulumi.ResourceOptions(parent=self, provider=provider),
+        )
+        self.register_outputs({"acl_id": self.acl.id})
