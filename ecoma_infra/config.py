@@ -223,6 +223,10 @@ class TailscaleSettings(_Model):
         min_length=1, description="On-prem nodes that advertise the SDN subnet."
     )
     key_expiry: Duration = "1h"
+    admins: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
+        default_factory=list,
+        description="Tailnet users (emails) in group:ecoma-admins: SSH to every node.",
+    )
 
     @property
     def key_expiry_seconds(self) -> int:

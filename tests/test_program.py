@@ -371,7 +371,9 @@ def test_tailnet_policy_is_applied_before_any_key_is_minted(prod_onprem: Preview
 
     (acl,) = of_type(prod_onprem, "tailscale:index/acl:Acl").values()
     config = load_stack_file(ROOT / "Pulumi.prod.yaml").config
-    assert json.loads(acl.inputs["acl"]) == json.loads(json.dumps(tailnet_policy(config)))
+    policy = tailnet_policy(config, admins=config.tailscale.admins)
+    assert json.loads(acl.inputs["acl"]) == json.loads(json.dumps(policy))
+    assert policy["groups"]["group:ecoma-admins"] == ["ops@ecoma.io"]
     keys_provider = of_type(prod_onprem, "pulumi:providers:tailscale")["tailscale-keys"]
     assert acl.urn in keys_provider.depends_on
     for key in of_type(prod_onprem, KEY).values():

@@ -117,7 +117,9 @@ class TailnetPolicy(pulumi.ComponentResource):
         super().__init__("ecoma:tailscale:TailnetPolicy", name, None, opts)
         self.acl = tailscale.Acl(
             f"{name}-acl",
-            acl=json.dumps(tailnet_policy(config), indent=2, sort_keys=True),
+            acl=json.dumps(
+                tailnet_policy(config, admins=config.tailscale.admins), indent=2, sort_keys=True
+            ),
             overwrite_existing_content=True,
             opts=pulumi.ResourceOptions(parent=self, provider=provider),
         )
