@@ -28,6 +28,7 @@ from pulumi_policy import (
 )
 from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.proxy import unknown_checking_proxy
+from stacks import stack_variant
 
 from ecoma_infra.config import CLOUD_PROVIDERS, ON_PREM_ONLY_ROLES, TailscaleSettings
 from ecoma_infra.preview import PreviewResult, Recorded, run_offline
@@ -626,18 +627,6 @@ def test_stateless_vms_need_no_protection(role: str):
 
 # ---------------------------------------------------------------------------------------------
 # Every rule over every resource of the example stacks.
-
-
-def stack_variant(
-    tmp_path: Path, stack: str, change: Callable[[dict[str, Any]], None] | None = None
-) -> Path:
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    if change:
-        change(document["config"])
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / f"Pulumi.{stack}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 def two_nodes_per_pool(config: dict[str, Any]) -> None:

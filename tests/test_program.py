@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import pulumi
 import pytest
 import yaml
 from pulumi.runtime import settings
+from stacks import stack_variant
 
 from ecoma_infra.cloudinit import render_user_data
 from ecoma_infra.config import required_secrets
@@ -26,19 +26,6 @@ from ecoma_infra.validation import ConfigError, load_stack_file
 ROOT = Path(__file__).resolve().parent.parent
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 KEY = "tailscale:index/tailnetKey:TailnetKey"
-
-
-def stack_variant(
-    tmp_path: Path, stack: str, change: Callable[[dict[str, Any]], None] | None = None
-) -> Path:
-    """A copy of an example stack file, optionally changed, under the same stack name."""
-    document = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
-    if change:
-        change(document["config"])
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / f"Pulumi.{stack}.yaml"
-    path.write_text(yaml.safe_dump(document))
-    return path
 
 
 def without_pools(config: dict[str, Any]) -> None:
