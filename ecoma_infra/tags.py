@@ -25,12 +25,6 @@ def expiry_tag_value(expires_at: datetime | None) -> str:
     return expires_at.astimezone(UTC).strftime("%Y%m%dt%H%M%Sz")
 
 
-def parse_expiry_tag(value: str) -> datetime | None:
-    if value == "none":
-        return None
-    return datetime.strptime(value, "%Y%m%dt%H%M%Sz").replace(tzinfo=UTC)
-
-
 def cost_tags(
     stack: str, role: str, *, burst: bool, expires_at: datetime | None = None
 ) -> dict[str, str]:

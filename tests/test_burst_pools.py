@@ -24,10 +24,11 @@ import pulumi_oci as oci
 import pulumi_tailscale as tailscale
 import pytest
 import yaml
-from pulumi.runtime import mocks, rpc, settings
+from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
+from ecoma_infra import preview
 from ecoma_infra.components import aws as aws_pool
 from ecoma_infra.components import gcp as gcp_pool
 from ecoma_infra.components import oci as oci_pool
@@ -36,6 +37,7 @@ from ecoma_infra.config import BurstPool, CloudProvider, StackConfig
 from ecoma_infra.disks import extra_disks
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.inventory import NodeFact
+from ecoma_infra.preview import Recorded
 from ecoma_infra.pulumi_config import Secrets
 from ecoma_infra.tags import COST_TAG_KEYS
 from ecoma_infra.validation import load_stack_file
@@ -100,37 +102,11 @@ class CloudMocks(pulumi.runtime.Mocks):
         return {}, []
 
 
-@dataclass
-class Record:
-    urn: str
-    type: str
-    name: str
-    parent: str
-    custom: bool
-    provider: str
-    inputs: dict[str, Any]
+Record = Recorded
 
 
-class RecordingMonitor(mocks.MockMonitor):
-    def __init__(self, cloud_mocks: pulumi.runtime.Mocks) -> None:
-        super().__init__(cloud_mocks)
-        self.records: list[Record] = []
-
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
-        response = super().RegisterResource(request)
-        self.records.append(
-            Record(
-                urn=response.urn,
-                type=request.type,
-                name=request.name,
-                parent=request.parent,
-                custom=request.custom,
-                provider=request.provider,
-                # Secrets stay wrapped in their signature dicts, so tests can see them.
-                inputs=rpc.deserialize_properties(request.object),
-            )
-        )
-        return response
+class RecordingMonitor(preview.RecordingMonitor):
+    """The offline preview's recording monitor, with lookups for these tests."""
 
     def of_type(self, typ: str) -> list[Record]:
         return sorted((r for r in self.records if r.type == typ), key=lambda r: r.name)

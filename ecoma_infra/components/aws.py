@@ -140,9 +140,7 @@ class AwsBurstPool(BurstPoolComponent):
         tailscale_direct: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("ecoma:aws:BurstPool", name, None, opts)
-        self.node_facts = []
-        self.instances = {}
+        super().__init__("ecoma:aws:BurstPool", name, opts)
         pool = args.pool
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         shared = self._shared_tags = args.pool_tags()

@@ -106,5 +106,9 @@ def node_fact(
 
 
 class BurstPoolComponent(pulumi.ComponentResource):
-    node_facts: list[pulumi.Output[NodeFact]]
-    instances: dict[str, pulumi.CustomResource]
+    """What the program reads of every pool: its nodes' inventory facts and instances."""
+
+    def __init__(self, type_: str, name: str, opts: pulumi.ResourceOptions | None) -> None:
+        super().__init__(type_, name, None, opts)
+        self.node_facts: list[pulumi.Output[NodeFact]] = []
+        self.instances: dict[str, pulumi.CustomResource] = {}

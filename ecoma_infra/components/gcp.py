@@ -75,9 +75,7 @@ class GcpBurstPool(BurstPoolComponent):
         tailscale_direct: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("ecoma:gcp:BurstPool", name, None, opts)
-        self.node_facts = []
-        self.instances = {}
+        super().__init__("ecoma:gcp:BurstPool", name, opts)
         pool = args.pool
         child = pulumi.ResourceOptions(parent=self, provider=provider)
 

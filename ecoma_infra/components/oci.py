@@ -87,9 +87,7 @@ class OciBurstPool(BurstPoolComponent):
         tailscale_direct: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("ecoma:oci:BurstPool", name, None, opts)
-        self.node_facts = []
-        self.instances = {}
+        super().__init__("ecoma:oci:BurstPool", name, opts)
         pool = args.pool
         if not isinstance(pool, OciPool):
             raise TypeError(f"{name}: OciBurstPool needs an OciPool, got {type(pool).__name__}")
