@@ -53,6 +53,20 @@ Name = Annotated[str, StringConstraints(pattern=DNS_LABEL)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION)]
 
 
+def burst_node_name(provider: str, index: int) -> str:
+    """`wkr-aws-1`: a burst node's hostname, Tailscale machine name and k8s node name."""
+    return f"wkr-{provider}-{index}"
+
+
+def burst_node_index(provider: str, name: str) -> int | None:
+    """1 for `wkr-aws-1` in the aws pool; None for a name that is not of that pool."""
+    prefix = f"wkr-{provider}-"
+    suffix = name.removeprefix(prefix)
+    if suffix == name or not suffix.isdigit() or suffix.startswith("0"):
+        return None
+    return int(suffix)
+
+
 def duration_seconds(value: str) -> int:
     """`90m` -> 5400. The model's pattern has already rejected anything else."""
     match = re.fullmatch(DURATION, value)
@@ -163,10 +177,29 @@ class BurstPool(_Model):
         default_factory=dict,
         description="Lease end of each running burst node (written by `ecoma-infra burst`).",
     )
+    launched_at: dict[Name, AwareDatetime] = Field(
+        default_factory=dict,
+        description="When each running burst node was added (written by `ecoma-infra burst`).",
+    )
 
     @property
     def ttl_seconds(self) -> int:
         return duration_seconds(self.ttl)
+
+    def node_names(self, provider: str) -> list[str]:
+        """The running nodes: every leased node, then the lowest free indices up to `count`.
+
+        Names are stable: removing `wkr-aws-1` of two leaves `wkr-aws-2` running, and the next
+        node added takes the free `wkr-aws-1` again."""
+        leased = set(self.expires_at) | set(self.launched_at)
+        taken = {index for name in leased if (index := burst_node_index(provider, name))}
+        names = set(leased)
+        index = 1
+        while len(names) < self.count:
+            if index not in taken:
+                names.add(burst_node_name(provider, index))
+            index += 1
+        return sorted(names, key=lambda name: burst_node_index(provider, name) or 0)
 
 
 class AwsPool(BurstPool):
@@ -190,11 +223,47 @@ class OciPool(BurstPool):
     memory_gb: float | None = Field(None, gt=0, description="For flexible shapes.")
 
 
+class MetricRule(_Model):
+    """One load signal: a PromQL query that returns one number, and its hysteresis band."""
+
+    query: str = Field(min_length=1, description="PromQL returning one sample (or a scalar).")
+    scale_up_above: float = Field(description="Add nodes while the value is above this.")
+    scale_down_below: float = Field(
+        description="Remove nodes only while every signal is below its own value of this."
+    )
+
+
+class AutoscaleSettings(_Model):
+    """What `ecoma-infra autoscale` reads and how it decides (the seed's three signals)."""
+
+    preference: list[CloudProvider] = Field(
+        min_length=1,
+        description="Providers in the order nodes are added; removed in the reverse order.",
+    )
+    cpu: MetricRule = Field(description="CPU use of the worker nodes (0..1).")
+    queue: MetricRule = Field(description="Length of the work queue (messages).")
+    latency: MetricRule = Field(description="Request latency (seconds, e.g. p95).")
+    step: int = Field(1, ge=1, le=10, description="Nodes added or removed per decision.")
+    cooldown: Duration = Field("10m", description="No new decision this soon after a change.")
+    min_nodes: int = Field(0, ge=0, description="Burst nodes kept even when the load is low.")
+
+    @property
+    def cooldown_seconds(self) -> int:
+        return duration_seconds(self.cooldown)
+
+    def rules(self) -> dict[str, MetricRule]:
+        return {"cpu": self.cpu, "queue": self.queue, "latency": self.latency}
+
+
 class BurstSettings(_Model):
     budget_usd_per_hour: float = Field(ge=0, description="Cap on all burst pools together.")
     aws: AwsPool | None = None
     gcp: GcpPool | None = None
     oci: OciPool | None = None
+    autoscale: AutoscaleSettings | None = None
+    last_scaled_at: AwareDatetime | None = Field(
+        None, description="When a pool size last changed (written by `ecoma-infra burst`)."
+    )
 
     def pools(self) -> dict[CloudProvider, BurstPool]:
         found: dict[CloudProvider, BurstPool | None] = {
@@ -260,6 +329,22 @@ class StorageSettings(_Model):
         return disk.filesystem or self.filesystems.get(disk.tier, "ext4")
 
 
+class CredentialPolicy(_Model):
+    """When a credential of the stack was last rotated and how old it may get."""
+
+    rotated_at: AwareDatetime = Field(description="When it was last created or rotated.")
+    max_age: Duration = Field("90d", description="Rotate before it is this old.")
+    key_id: str | None = Field(
+        None,
+        description="The provider's id of it, to read its expiry (Tailscale key id, "
+        "Proxmox USER@REALM!TOKENID, OCI key fingerprint).",
+    )
+
+    @property
+    def max_age_seconds(self) -> int:
+        return duration_seconds(self.max_age)
+
+
 class StackConfig(_Model):
     network: NetworkPlan = NetworkPlan()
     proxmox: ProxmoxSettings
@@ -269,6 +354,11 @@ class StackConfig(_Model):
     tailscale: TailscaleSettings
     k3s: K3sSettings
     storage: StorageSettings = StorageSettings()
+    credentials: dict[str, CredentialPolicy] = Field(
+        default_factory=dict,
+        description="Rotation record per credential CI uses, keyed like the secret keys "
+        "(and `k3s_agent_token`); read by `ecoma-infra credentials check`.",
+    )
 
     def nodes_with_role(self, role: Role) -> list[Node]:
         return [node for node in self.nodes if node.role == role]

@@ -25,13 +25,16 @@ from ecoma_infra.config import (
     ON_PREM_ONLY_ROLES,
     ROLES,
     SECRET_KEYS,
+    AutoscaleSettings,
+    BurstPool,
+    CloudProvider,
     Disk,
     StackConfig,
     required_secrets,
     split_namespace,
 )
 from ecoma_infra.errors import EcomaError, UsageError
-from ecoma_infra.naming import burst_node_names
+from ecoma_infra.naming import burst_node_index, burst_node_names
 
 OCI_MIN_VOLUME_GB = 50  # OCI's smallest block and boot volume
 
@@ -261,6 +264,7 @@ def check_rules(config: StackConfig) -> list[ConfigIssue]:
         *_network_rules(config),
         *_burst_rules(config),
         *_tailscale_rules(config),
+        *_credential_rules(config),
     ]
 
 
@@ -512,13 +516,9 @@ def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                         f"({OCI_MIN_VOLUME_GB} GB)",
                         f"give the disk at least {OCI_MIN_VOLUME_GB} GB",
                     )
-        running = set(burst_node_names(provider, pool.count))
-        for name in sorted(set(pool.expires_at) - running):
-            yield ConfigIssue(
-                f"{where}.expires_at.{name}",
-                f"'{name}' is not a running node of this pool (count {pool.count})",
-                "remove the entry; `ecoma-infra burst` keeps this map",
-            )
+        yield from _lease_rules(where, provider, pool)
+    if burst.autoscale is not None:
+        yield from _autoscale_rules(burst.autoscale, pools)
     hourly = sum(pool.count * pool.hourly_price_usd for pool in pools.values())
     if hourly > burst.budget_usd_per_hour:
         yield ConfigIssue(
@@ -527,6 +527,69 @@ def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
             f"{burst.budget_usd_per_hour:.2f} USD/h",
             "lower the pool counts or raise the budget",
         )
+
+
+def _autoscale_rules(
+    settings: AutoscaleSettings, pools: Mapping[CloudProvider, BurstPool]
+) -> Iterator[ConfigIssue]:
+    where = f"{NAMESPACE}:burst.autoscale"
+    for provider in _duplicates(settings.preference):
+        yield ConfigIssue(
+            f"{where}.preference", f"'{provider}' is listed twice", "list each provider once"
+        )
+    for index, provider in enumerate(settings.preference):
+        if provider not in pools:
+            yield ConfigIssue(
+                f"{where}.preference[{index}]",
+                f"there is no {provider} pool in burst",
+                f"add burst.{provider} or remove '{provider}' from the list",
+            )
+    for signal, rule in settings.rules().items():
+        if rule.scale_down_below >= rule.scale_up_above:
+            yield ConfigIssue(
+                f"{where}.{signal}.scale_down_below",
+                f"{rule.scale_down_below} is not below scale_up_above {rule.scale_up_above}: "
+                "there is no hysteresis band",
+                "set scale_down_below lower than scale_up_above",
+            )
+    ceiling = sum(pools[p].max for p in settings.preference if p in pools)
+    if settings.min_nodes > ceiling:
+        yield ConfigIssue(
+            f"{where}.min_nodes",
+            f"{settings.min_nodes} is above the preferred pools' max total of {ceiling}",
+            f"lower min_nodes to at most {ceiling}",
+        )
+
+
+def _lease_rules(where: str, provider: str, pool: BurstPool) -> Iterator[ConfigIssue]:
+    """The leases `ecoma-infra burst` writes: one per running node, named for this pool."""
+    for field in ("expires_at", "launched_at"):
+        for name in sorted(getattr(pool, field)):
+            index = burst_node_index(provider, name)
+            if index is None or index > pool.max:
+                yield ConfigIssue(
+                    f"{where}.{field}.{name}",
+                    f"'{name}' is not a node name of this pool "
+                    f"(wkr-{provider}-1 .. wkr-{provider}-{pool.max})",
+                    "remove the entry; `ecoma-infra burst` keeps this map",
+                )
+    leased = set(pool.expires_at) | set(pool.launched_at)
+    if len(leased) > pool.count:
+        yield ConfigIssue(
+            f"{where}.expires_at",
+            f"{len(leased)} nodes have leases but count is {pool.count}",
+            "remove the leases of nodes that no longer run; `ecoma-infra burst` keeps this map",
+        )
+
+
+def _credential_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    for key in sorted(config.credentials):
+        if key not in SECRET_KEYS:
+            yield ConfigIssue(
+                f"{NAMESPACE}:credentials.{key}",
+                "not a credential of this project",
+                f"use one of: {', '.join(SECRET_KEYS)}",
+            )
 
 
 def _tailscale_rules(config: StackConfig) -> Iterator[ConfigIssue]:

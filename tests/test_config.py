@@ -433,8 +433,28 @@ INVALID: list[tuple[str, str, Mutation, str, str]] = [
         "lease-for-missing-node",
         "staging",
         _set("burst.aws.expires_at", {"wkr-aws-1": "2026-11-26T12:00:00Z"}),
-        "ecoma:burst.aws.expires_at.wkr-aws-1",
-        "is not a running node of this pool (count 0)",
+        "ecoma:burst.aws.expires_at",
+        "1 nodes have leases but count is 0",
+    ),
+    (
+        "lease-of-another-pool",
+        "staging",
+        _many(
+            _set("burst.aws.count", 1),
+            _set("burst.aws.expires_at", {"wkr-gcp-1": "2026-11-26T12:00:00Z"}),
+        ),
+        "ecoma:burst.aws.expires_at.wkr-gcp-1",
+        "'wkr-gcp-1' is not a node name of this pool (wkr-aws-1 .. wkr-aws-2)",
+    ),
+    (
+        "lease-beyond-max",
+        "staging",
+        _many(
+            _set("burst.aws.count", 1),
+            _set("burst.aws.launched_at", {"wkr-aws-3": "2026-11-26T12:00:00Z"}),
+        ),
+        "ecoma:burst.aws.launched_at.wkr-aws-3",
+        "'wkr-aws-3' is not a node name of this pool (wkr-aws-1 .. wkr-aws-2)",
     ),
     (
         "oci-volume-too-small",

@@ -30,7 +30,6 @@ from ecoma_infra.config import (
 )
 from ecoma_infra.disks import fact
 from ecoma_infra.inventory import NodeFact
-from ecoma_infra.naming import burst_node_names
 from ecoma_infra.pulumi_config import as_secret
 from ecoma_infra.tags import cost_tags
 
@@ -48,7 +47,7 @@ class BurstPoolArgs:
     network: NetworkPlan
 
     def node_names(self) -> list[str]:
-        return burst_node_names(self.provider, self.pool.count)
+        return self.pool.node_names(self.provider)
 
     def pool_tags(self) -> dict[str, str]:
         """Cost tags of the pool's shared resources (network, firewall)."""
