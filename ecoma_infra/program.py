@@ -7,6 +7,7 @@ Order of construction: providers, the SDN, the on-prem nodes (clones chained so 
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -112,10 +113,22 @@ def burst_summary(config: StackConfig) -> dict[str, Any]:
                 "max": pool.max,
                 "ttl": pool.ttl,
                 "hourly_cost_usd": round(pool.count * pool.hourly_price_usd, 4),
+                "nodes": {
+                    node: {
+                        "launched_at": _iso(pool.launched_at.get(node)),
+                        "expires_at": _iso(pool.expires_at.get(node)),
+                    }
+                    for node in pool.node_names(name)
+                },
             }
             for name, pool in pools.items()
         },
+        "last_scaled_at": _iso(config.burst.last_scaled_at),
     }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
 
 def export_outputs(

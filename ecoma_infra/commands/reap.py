@@ -1,0 +1,59 @@
+"""`ecoma-infra reap`: scale away the burst nodes past their lease, drain first."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ecoma_infra import burstcli
+from ecoma_infra.bursting import confirm
+from ecoma_infra.burstplan import expired, plan_removal
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "reap",
+        help="remove burst nodes past their lease (drain, then destroy)",
+        description=(
+            "Find the burst nodes whose lease (the ecoma-expires-at tag, kept in the stack "
+            "config) has passed and remove them the same way `burst` scales down: cordon, "
+            "drain, delete the Node, then `up`. Exit 0 when nothing is left expired."
+        ),
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list them, change nothing")
+    burstcli.add_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    sess = burstcli.session(args)
+    ref = sess.ref()
+    now = sess.now()
+    telemetry = sess.telemetry("reap")
+    with telemetry.phase("plan"):
+        found = expired(ref.config, now)
+        plans = [
+            plan_removal(ref, provider, [lease.name for lease in leases], now)
+            for provider, leases in found.items()
+        ]
+    if not found:
+        print(f"stack {args.stack}: no burst node is past its lease")
+        telemetry.pools(ref.config)
+        telemetry.finish(success=True)
+        return 0
+    for provider, leases in found.items():
+        for lease in leases:
+            print(f"{lease.name} ({provider}): lease ended {lease.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+    if args.dry_run:
+        telemetry.pools(ref.config, {p: len(leases) for p, leases in found.items()})
+        telemetry.finish(success=True)
+        return 0
+    for plan in plans:
+        for line in plan.describe():
+            print(line)
+    confirm(f"remove them from stack {args.stack}", yes=args.yes, out=sys.stdout)
+    outcomes, failure = burstcli.run_plans(sess, plans, telemetry)
+    burstcli.report(outcomes, telemetry)
+    if failure is not None:
+        raise failure
+    return 0
