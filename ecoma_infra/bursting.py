@@ -198,8 +198,6 @@ class Runner:
         names = [lease.name for lease in plan.remove]
         outcome = Outcome(plan, removed=names)
         cluster = self.seams.cluster()
-        for name in names:
-            self.telemetry.teardown_started(plan.provider, name)
         with self.telemetry.phase("drain", nodes=names):
             drained = self._drain_all(cluster, plan, names)
             for name in drained:
@@ -216,6 +214,7 @@ class Runner:
     def _drain_all(self, cluster: Cluster, plan: ScalePlan, names: list[str]) -> list[str]:
         cordoned: list[str] = []
         for name in names:
+            self.telemetry.teardown_started(plan.provider, name)
             if cluster.node(name) is None:
                 self.say(f"  {name}: not in the cluster, nothing to drain")
                 continue

@@ -314,23 +314,23 @@ class Telemetry:
         temporary.replace(path)  # node_exporter never reads a half-written file
 
     def _push(self, base: str) -> None:
-        group = f"{base}/metrics/job/ecoma-infra/stack/{self.stack}/operation/{self.operation}"
+        # One group per stack holding every operation's samples, merged like the textfile: a
+        # teardown that `reap` finishes clears what a dead `burst` run left behind.
+        group = f"{base}/metrics/job/ecoma-infra/stack/{self.stack}"
         try:
             with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:  # noqa: S310
                 previous = parse(
-                    response.read().decode(),
-                    keep={"job": "ecoma-infra", "stack": self.stack, "operation": self.operation},
+                    response.read().decode(), keep={"job": "ecoma-infra", "stack": self.stack}
                 )
         except (urllib.error.URLError, OSError) as error:
             self.event("metrics_push_failed", level="warning", url=base, reason=str(error))
             return
-        # The group's own labels are added back by the Pushgateway on exposition.
+        # The group's own label (stack) is added back by the Pushgateway on exposition.
         body = render(
             {
-                (name, tuple(item for item in labels if item[0] not in {"stack", "operation"})): v
-                for (name, labels), v in self.merged(previous, "push").items()
+                (name, tuple(item for item in labels if item[0] != "stack")): value
+                for (name, labels), value in self.merged(previous, "push").items()
                 if dict(labels).get("stack") == self.stack
-                and dict(labels).get("operation", self.operation) == self.operation
             }
         )
         request = urllib.request.Request(group, data=body.encode(), method="PUT")  # noqa: S310
