@@ -20,30 +20,11 @@ from typing import Any
 import yaml
 
 from ecoma_infra.adapters import Device, DrainError, NodeStatus, UpSummary
+from ecoma_infra.configpaths import apply_paths
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.inventory import inventory_hosts
 
 Journal = list[tuple[str, str]]
-
-_SEGMENT = re.compile(r'\.([A-Za-z0-9_-]+)|\["([^"]+)"\]')
-
-
-def config_path(path: str) -> tuple[str, list[str]]:
-    """`ecoma:burst.aws.expires_at["wkr-aws-1"]` -> `ecoma:burst`, [aws, expires_at, wkr-aws-1]."""
-    match = re.match(r"^([a-z0-9_-]+:[A-Za-z0-9_-]+)", path)
-    if match is None:
-        raise EcomaError(f"not a config path: {path}")
-    rest = path[match.end() :]
-    parts: list[str] = []
-    position = 0
-    for segment in _SEGMENT.finditer(rest):
-        if segment.start() != position:
-            raise EcomaError(f"not a config path: {path}")
-        parts.append(segment.group(1) or segment.group(2))
-        position = segment.end()
-    if position != len(rest):
-        raise EcomaError(f"not a config path: {path}")
-    return match.group(1), parts
 
 
 class SimulatedStack:
@@ -83,15 +64,8 @@ class SimulatedStack:
 
     def set_config(self, values: Mapping[str, Any]) -> None:
         for path, value in values.items():
-            key, parts = config_path(path)
             self.journal.append(("set_config", f"{path}={value}"))
-            if not parts:
-                self._config[key] = value
-                continue
-            node = self._config.setdefault(key, {})
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
+        self._config = apply_paths(self._config, values)
         self._save()
 
     def set_secret(self, key: str, value: str) -> None:
@@ -102,13 +76,8 @@ class SimulatedStack:
 
     def remove_config(self, paths: list[str]) -> None:
         for path in paths:
-            key, parts = config_path(path)
             self.journal.append(("remove_config", path))
-            node = self._config.get(key)
-            for part in parts[:-1]:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, dict):
-                node.pop(parts[-1], None)
+        self._config = apply_paths(self._config, {}, paths)
         self._save()
 
     def up(self, on_output: Callable[[str], None]) -> UpSummary:

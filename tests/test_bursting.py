@@ -18,7 +18,8 @@ from ecoma_infra import burstplan
 from ecoma_infra.bursting import BurstError, Runner, Seams, Timeouts, load_ref
 from ecoma_infra.burstplan import PlanRefusedError, plan_count, plan_removal
 from ecoma_infra.config import CloudProvider
-from ecoma_infra.simulated import SimulatedPod, SimulatedWorld, config_path
+from ecoma_infra.configpaths import config_path
+from ecoma_infra.simulated import SimulatedPod, SimulatedWorld
 from ecoma_infra.telemetry import Telemetry, parse
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
