@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from ecoma_infra.adapters import Cluster, DrainError, StackBackend, Tailnet
-from ecoma_infra.burstplan import ScalePlan, StackRef
+from ecoma_infra.burstplan import ScalePlan, StackRef, carried_burst_state
 from ecoma_infra.config import split_namespace
+from ecoma_infra.configpaths import apply_paths
 from ecoma_infra.configure import (
     inventory_from_document,
     secrets_from_environment,
@@ -68,10 +69,15 @@ class Outcome:
 
 
 def load_ref(stack: StackBackend) -> StackRef:
-    """The stack's config as the backend holds it, checked like `validate` does."""
-    values, _ = split_namespace(stack.config())
+    """The stack's config, its burst pools as they run now, checked like `validate` does.
+
+    The running sizes and leases come from the stack's `burst` output: a CI runner's checkout
+    of the stack file only has the committed ones."""
+    config = stack.config()
+    carried, dropped = carried_burst_state(config, stack.outputs())
+    values, _ = split_namespace(apply_paths(config, carried, dropped))
     source = f"Pulumi.{stack.name}.yaml"
-    return StackRef(parse_stack_config(values, source), source, stack.name)
+    return StackRef(parse_stack_config(values, source), source, stack.name, carried, dropped)
 
 
 def confirm(question: str, *, yes: bool, stdin: TextIO | None = None, out: TextIO) -> None:

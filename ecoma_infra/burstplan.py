@@ -31,11 +31,17 @@ class PlanRefusedError(EcomaError):
 
 @dataclass(frozen=True)
 class StackRef:
-    """A loaded stack: its config, the file it came from (for messages) and its name."""
+    """A loaded stack: its config, the file it came from (for messages) and its name.
+
+    `carried` and `dropped` are the config paths that bring the file's burst pools to their
+    running state (from the stack's `burst` output); `config` already includes them, and every
+    plan writes them along with its own change."""
 
     config: StackConfig
     source: str
     name: str
+    carried: dict[str, Any] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,7 @@ def _plan(
     )
     if not plan.changes:
         return plan
+    plan.config.update(ref.carried)
     plan.config[_pool_path(provider, "count")] = count_after
     plan.config[f"{NAMESPACE}:burst.last_scaled_at"] = _iso(now)
     for lease in add:
@@ -286,4 +293,33 @@ def _plan(
             expires = now + timedelta(seconds=_ttl_seconds(ttl, pool))
             plan.config[_pool_path(provider, "expires_at", lease.name)] = _iso(expires)
             plan.notes.append(f"{lease.name} had no lease: leased until {_iso(expires)}")
+    plan.removed_config[:0] = [path for path in ref.dropped if path not in plan.config]
     return plan
+
+
+def carried_burst_state(
+    config: dict[str, Any], outputs: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Config paths that put the running pools' sizes and leases (the stack's `burst` output)
+    into `config`, and paths of leases of nodes that no longer run."""
+    live = (outputs.get("burst") or {}).get("pools") or {}
+    burst = config.get(f"{NAMESPACE}:burst") or {}
+    values: dict[str, Any] = {}
+    removals: list[str] = []
+    for provider, pool in sorted(live.items()):
+        if provider not in burst:
+            continue
+        base = f"{NAMESPACE}:burst.{provider}"
+        if burst[provider].get("count", 0) != pool["count"]:
+            values[f"{base}.count"] = pool["count"]
+        nodes = pool.get("nodes") or {}
+        for key in ("launched_at", "expires_at"):
+            have = burst[provider].get(key) or {}
+            for name, lease in sorted(nodes.items()):
+                if lease.get(key) and have.get(name) != lease[key]:
+                    values[f'{base}.{key}["{name}"]'] = lease[key]
+            removals += [f'{base}.{key}["{name}"]' for name in sorted(set(have) - set(nodes))]
+    last = (outputs.get("burst") or {}).get("last_scaled_at")
+    if last and burst.get("last_scaled_at") != last:
+        values[f"{NAMESPACE}:burst.last_scaled_at"] = last
+    return values, removals

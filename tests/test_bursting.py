@@ -411,3 +411,64 @@ def test_simulated_stack_config_paths_parse_like_pulumi_paths() -> None:
     assert config_path("ecoma:burst.last_scaled_at") == ("ecoma:burst", ["last_scaled_at"])
     with pytest.raises(Exception, match="not a config path"):
         config_path("ecoma:burst..aws")
+
+
+def test_simulated_ci_checkout_takes_the_running_burst_state_from_the_stack_outputs(
+    tmp_path: Path,
+) -> None:
+    # A CI runner's checkout has the committed file (aws count 0), while the stack runs
+    # wkr-aws-2 (its lease in the `burst` output). The reaper and a burst must see that node.
+    world = make_world(tmp_path, with_pool("aws", 1, {"wkr-aws-2": (-3, -1)}))
+    world.stack.set_config({"ecoma:burst.aws.count": 0})
+    world.stack.remove_config(
+        ['ecoma:burst.aws.launched_at["wkr-aws-2"]', 'ecoma:burst.aws.expires_at["wkr-aws-2"]']
+    )
+    world.cluster.join("wkr-aws-2", "aws")
+    world.journal.clear()
+
+    ref = load_ref(world.stack)
+    pool = ref.config.burst.aws
+    assert pool is not None
+    assert pool.node_names("aws") == ["wkr-aws-2"]
+    assert [lease.name for lease in burstplan.expired(ref.config, NOW)["aws"]] == ["wkr-aws-2"]
+
+    runner, _, _ = runner_for(world, tmp_path)
+    plan = plan_count(ref, "aws", 2, NOW)
+    assert [lease.name for lease in plan.add] == ["wkr-aws-1"]
+    runner.apply(plan)
+    # The node that ran before is untouched: only wkr-aws-1's four resources were created.
+    assert up_entries(world) == [{"create": 4, "delete": 0}]
+    assert world.configured == ["wkr-aws-1"]
+
+
+def test_carried_burst_state_sets_sizes_and_leases_and_drops_stale_ones() -> None:
+    config = {
+        "ecoma:burst": {
+            "aws": {"count": 0, "expires_at": {"wkr-aws-1": at(-5)}},
+            "gcp": {"count": 1},
+        }
+    }
+    outputs = {
+        "burst": {
+            "pools": {
+                "aws": {
+                    "count": 1,
+                    "nodes": {"wkr-aws-2": {"launched_at": at(-1), "expires_at": at(1)}},
+                },
+                "gcp": {
+                    "count": 1,
+                    "nodes": {"wkr-gcp-1": {"launched_at": None, "expires_at": None}},
+                },
+            },
+            "last_scaled_at": at(-1),
+        }
+    }
+    values, removals = burstplan.carried_burst_state(config, outputs)
+    assert values == {
+        "ecoma:burst.aws.count": 1,
+        'ecoma:burst.aws.launched_at["wkr-aws-2"]': at(-1),
+        'ecoma:burst.aws.expires_at["wkr-aws-2"]': at(1),
+        "ecoma:burst.last_scaled_at": at(-1),
+    }
+    assert removals == ['ecoma:burst.aws.expires_at["wkr-aws-1"]']
+    assert burstplan.carried_burst_state(config, {}) == ({}, [])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from ecoma_infra import burstcli
 from ecoma_infra.bursting import confirm
-from ecoma_infra.config import NAMESPACE, split_namespace
+from ecoma_infra.burstplan import carried_burst_state
+from ecoma_infra.config import split_namespace
 from ecoma_infra.configpaths import apply_paths
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.validation import ConfigError, parse_stack_config
@@ -32,34 +32,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     burstcli.add_options(parser)
     parser.set_defaults(handler=run)
-
-
-def carried_burst_state(
-    config: dict[str, Any], outputs: dict[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """Config paths that put the running pools' sizes and leases (the stack's `burst` output)
-    into `config`, and paths of leases of nodes that no longer run."""
-    live = (outputs.get("burst") or {}).get("pools") or {}
-    burst = config.get(f"{NAMESPACE}:burst") or {}
-    values: dict[str, Any] = {}
-    removals: list[str] = []
-    for provider, pool in sorted(live.items()):
-        if provider not in burst:
-            continue
-        base = f"{NAMESPACE}:burst.{provider}"
-        if burst[provider].get("count", 0) != pool["count"]:
-            values[f"{base}.count"] = pool["count"]
-        nodes = pool.get("nodes") or {}
-        for field in ("launched_at", "expires_at"):
-            have = burst[provider].get(field) or {}
-            for name, lease in sorted(nodes.items()):
-                if lease.get(field) and have.get(name) != lease[field]:
-                    values[f'{base}.{field}["{name}"]'] = lease[field]
-            removals += [f'{base}.{field}["{name}"]' for name in sorted(set(have) - set(nodes))]
-    last = (outputs.get("burst") or {}).get("last_scaled_at")
-    if last and burst.get("last_scaled_at") != last:
-        values[f"{NAMESPACE}:burst.last_scaled_at"] = last
-    return values, removals
 
 
 def run(args: argparse.Namespace) -> int:
