@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,14 +136,17 @@ def _offline_session(args: argparse.Namespace) -> Session:
 
 
 def run_plans(
-    sess: Session, plans: list[ScalePlan], telemetry: Telemetry
+    sess: Session, plans: Sequence[ScalePlan | Callable[[], ScalePlan]], telemetry: Telemetry
 ) -> tuple[list[Outcome], EcomaError | None]:
-    """Apply plans in order; stop at the first failure. Always writes the telemetry."""
+    """Apply plans in order (a callable is planned only when its turn comes, against the
+    stack as the plans before it left it); stop at the first failure. Always writes the
+    telemetry."""
     runner = sess.runner(telemetry)
     outcomes: list[Outcome] = []
     failure: EcomaError | None = None
     try:
-        for plan in plans:
+        for item in plans:
+            plan = item() if callable(item) else item
             outcomes.append(runner.apply(plan))
     except EcomaError as error:
         failure = error

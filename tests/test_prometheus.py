@@ -22,7 +22,6 @@ from prometheus_server import (
     RATE_WINDOW,
     PrometheusLab,
     free_port,
-    prometheus_lab,  # noqa: F401 (the session fixture)
     prometheus_missing,
 )
 from stacks import ROOT
@@ -56,7 +55,7 @@ def fast_burst() -> BurstSettings:
 
 
 @pytest.fixture
-def lab(prometheus_lab: PrometheusLab) -> Iterator[PrometheusLab]:  # noqa: F811
+def lab(prometheus_lab: PrometheusLab) -> Iterator[PrometheusLab]:
     """The shared Prometheus, its exporter back at the default values after each test."""
     yield prometheus_lab
     prometheus_lab.exporter.reset()
