@@ -16,6 +16,8 @@ may cross the overlay:
 - SSH, tcp 22, from the admin group and from CI (`ecoma-infra configure` runs Ansible from CI)
   to every node, by Tailscale address and, on-prem, by SDN address (the inventory's
   `ansible_host`).
+- the Kubernetes API, tcp 6443, from CI to the servers and the VIP: `burst`, `reap` and `drill`
+  cordon, drain and delete burst nodes with a drain-only ServiceAccount.
 
 `autoApprovers` lets the subnet routers' tags advertise the SDN subnet; `tests` are checked by
 Tailscale before the policy is applied, so a rule that opens too much fails `pulumi up`.
@@ -84,6 +86,7 @@ def tailnet_policy(config: StackConfig, *, admins: Sequence[str] = ADMIN_MEMBERS
         _rule(node_tags, "udp", _at(node_tags, flannel)),
         _rule([tags["ops"]], "tcp", _at(node_tags, metrics)),
         _rule([ADMIN_GROUP, CI_TAG], "tcp", _at(ssh_targets, SSH_PORT)),
+        _rule([CI_TAG], "tcp", _at(api_targets, K3S_API_PORT)),
     ]
 
     wkr, sts = tags["wkr"], tags["sts"]
@@ -111,8 +114,11 @@ def tailnet_policy(config: StackConfig, *, admins: Sequence[str] = ADMIN_MEMBERS
         {
             "src": CI_TAG,
             "proto": "tcp",
-            "accept": _at([cpl, wkr, first_server], SSH_PORT),
-            "deny": [f"{cpl}:{K3S_API_PORT}", f"{cpl}:2379", f"{wkr}:{KUBELET_PORT}"],
+            "accept": [
+                *_at([cpl, wkr, first_server], SSH_PORT),
+                *_at([cpl, VIP_HOST], K3S_API_PORT),
+            ],
+            "deny": [f"{cpl}:2379", f"{wkr}:{KUBELET_PORT}", f"{wkr}:{K3S_API_PORT}"],
         },
     ]
     members = sorted(admins)

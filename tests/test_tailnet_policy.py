@@ -96,6 +96,8 @@ def expected_flows(config: StackConfig) -> set[tuple[str, str, str, int]]:
         flows |= {(CPL, dst, "tcp", 10250), (OPS, dst, "tcp", 10250), (OPS, dst, "tcp", 9100)}
     for src, dst in product([ADMIN, CI_TAG], [*NODE_TAGS, *onprem]):
         flows.add((src, dst, "tcp", 22))
+    for dst in [CPL, "kube-vip", *servers]:  # CI drains burst nodes through the API
+        flows.add((CI_TAG, dst, "tcp", 6443))
     return flows
 
 
