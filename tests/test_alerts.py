@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ecoma_infra import telemetry
+
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "alerts.yaml"
@@ -27,34 +29,13 @@ README = ROOT / "README.md"
 RUNBOOK_PREFIX = "https://github.com/ecoma/ecoma-infra/blob/main/README.md#"
 REQUIRED_ENV = "ECOMA_LAB_REQUIRED"
 
-# The metrics contract: name -> labels. Mirrors ecoma_infra.telemetry (to be replaced by an
-# import from that module once it exists).
-CONTRACT: dict[str, frozenset[str]] = {
-    "ecoma_burst_nodes": frozenset({"stack", "provider"}),
-    "ecoma_burst_pool_max": frozenset({"stack", "provider"}),
-    "ecoma_burst_nodes_expired": frozenset({"stack", "provider"}),
-    "ecoma_burst_hourly_cost_usd": frozenset({"stack"}),
-    "ecoma_burst_budget_usd_per_hour": frozenset({"stack"}),
-    "ecoma_burst_operation_failures_total": frozenset({"stack", "operation", "phase"}),
-    "ecoma_burst_phase_duration_seconds": frozenset({"stack", "operation", "phase"}),
-    "ecoma_burst_last_run_timestamp_seconds": frozenset({"stack", "operation"}),
-    "ecoma_burst_last_success_timestamp_seconds": frozenset({"stack", "operation"}),
-    "ecoma_burst_teardown_started_timestamp_seconds": frozenset({"stack", "provider", "node"}),
-    "ecoma_burst_node_ready": frozenset({"stack", "provider", "node"}),
-    "ecoma_burst_node_launched_timestamp_seconds": frozenset({"stack", "provider", "node"}),
-    "ecoma_autoscale_load_high": frozenset({"stack"}),
-    "ecoma_autoscale_desired_nodes": frozenset({"stack", "provider"}),
-    "ecoma_autoscale_decision": frozenset({"stack", "action", "reason"}),
-    "ecoma_autoscale_signal_value": frozenset({"stack", "signal"}),
-    "ecoma_credential_expiry_timestamp_seconds": frozenset({"stack", "credential"}),
-}
+# The metrics contract the commands write (name -> labels): the alerts may use nothing else.
+CONTRACT: dict[str, frozenset[str]] = dict(telemetry.LABELS)
 CONTRACT_METRICS = frozenset(CONTRACT)
 CONTRACT_LABELS = frozenset().union(*CONTRACT.values())
 LABEL_VALUES = {
-    "operation": frozenset({"burst", "scale_down", "reap", "autoscale", "drill", "deploy"}),
-    "phase": frozenset(
-        {"plan", "drain", "destroy", "up", "configure", "ready", "tailnet", "verify"}
-    ),
+    "operation": frozenset(telemetry.OPERATIONS),
+    "phase": frozenset(telemetry.PHASES),
     "provider": frozenset({"aws", "gcp", "oci"}),
 }
 SEVERITIES = frozenset({"warning", "critical"})
