@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from ecoma_infra.adapters import Cluster, DrainError, StackBackend, Tailnet
+from ecoma_infra.adapters import Cluster, StackBackend, Tailnet
 from ecoma_infra.burstplan import ScalePlan, StackRef, carried_burst_state
 from ecoma_infra.config import split_namespace
 from ecoma_infra.configpaths import apply_paths
@@ -229,7 +229,7 @@ class Runner:
             self.say(f"  {name}: cordoned, draining (timeout {self.timeouts.drain:.0f} s)")
             try:
                 cluster.drain(name, timeout=self.timeouts.drain)
-            except (DrainError, EcomaError) as error:
+            except EcomaError as error:  # a DrainError, or the API failing
                 for done in cordoned:
                     cluster.uncordon(done)
                 for gone in names:

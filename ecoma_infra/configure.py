@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
+from ecoma_infra.adapters import AutomationStack
 from ecoma_infra.errors import EcomaError, UsageError
 
 OutputMode = Literal["progress", "json", "quiet"]
@@ -227,25 +228,12 @@ def load_inventory_file(path: Path) -> dict[str, Any]:
 
 
 def read_stack_outputs(stack_name: str, work_dir: Path) -> dict[str, Any]:
-    """The stack's outputs, secrets in plain text, through the Pulumi Automation API.
-
-    This is the only place that talks to Pulumi; it needs the Pulumi CLI and a logged-in
-    backend."""
-    # Late: the Automation API takes ~0.3 s to import, and every command module is imported
-    # at each CLI start.
-    from pulumi import automation  # noqa: PLC0415
-
+    """The stack's outputs, secrets in plain text, through the Pulumi Automation API (the
+    `adapters.AutomationStack` seam); it needs the Pulumi CLI and a logged-in backend."""
     try:
-        stack = automation.select_stack(stack_name=stack_name, work_dir=str(work_dir))
-        outputs = stack.outputs()
-    except FileNotFoundError:
-        raise EcomaError(
-            f"--stack {stack_name}: the Pulumi CLI was not found on PATH: install it "
-            "(https://www.pulumi.com/docs/install/) or pass the inventory with --inventory FILE"
-        ) from None
-    except automation.CommandError as error:
-        raise EcomaError(f"--stack {stack_name} in {work_dir}: pulumi failed: {error}") from None
-    return {name: output.value for name, output in outputs.items()}
+        return AutomationStack(stack_name, work_dir).outputs()
+    except EcomaError as error:
+        raise EcomaError(f"{error}; or pass the inventory with --inventory FILE") from None
 
 
 def secrets_from_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:

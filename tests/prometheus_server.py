@@ -83,16 +83,19 @@ class LoadExporter(Collector):
             now = time.monotonic()
             idle = self._idle + (1.0 - self._busy) * (now - self._changed)
             elapsed = now - self._start
+            # The sample's own time, not the scrape's: a short-window rate() then measures the
+            # exporter's clock, whatever the scrape latency on a busy machine.
+            stamp = time.time()
         cpu = CounterMetricFamily(
             "node_cpu_seconds",
             "Seconds the CPUs spent in each mode.",
             labels=["node", "cpu", "mode", "ecoma_role"],
         )
         for index in range(self._cpus):
-            cpu.add_metric(["wkr-1", str(index), "idle", "wkr"], idle)
-            cpu.add_metric(["wkr-1", str(index), "user", "wkr"], elapsed - idle)
+            cpu.add_metric(["wkr-1", str(index), "idle", "wkr"], idle, timestamp=stamp)
+            cpu.add_metric(["wkr-1", str(index), "user", "wkr"], elapsed - idle, timestamp=stamp)
         # An idle control-plane CPU: the queries must filter on ecoma_role="wkr".
-        cpu.add_metric(["cpl-1", "0", "idle", "cpl"], elapsed)
+        cpu.add_metric(["cpl-1", "0", "idle", "cpl"], elapsed, timestamp=stamp)
         yield cpu
         ready = GaugeMetricFamily(
             "rabbitmq_queue_messages_ready", "Messages ready for delivery.", labels=["queue"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from ecoma_infra import burstcli
 from ecoma_infra.bursting import confirm
-from ecoma_infra.burstplan import expired, plan_removal
+from ecoma_infra.burstplan import ScalePlan, expired, plan_removal
+from ecoma_infra.config import CloudProvider
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,10 +34,6 @@ def run(args: argparse.Namespace) -> int:
     telemetry = sess.telemetry("reap")
     with telemetry.phase("plan"):
         found = expired(ref.config, now)
-        plans = [
-            plan_removal(ref, provider, [lease.name for lease in leases], now)
-            for provider, leases in found.items()
-        ]
     if not found:
         print(f"stack {args.stack}: no burst node is past its lease")
         telemetry.pools(ref.config)
@@ -48,11 +46,22 @@ def run(args: argparse.Namespace) -> int:
         telemetry.pools(ref.config, {p: len(leases) for p, leases in found.items()})
         telemetry.finish(success=True)
         return 0
-    for plan in plans:
-        for line in plan.describe():
-            print(line)
     confirm(f"remove them from stack {args.stack}", yes=args.yes, out=sys.stdout)
-    outcomes, failure = burstcli.run_plans(sess, plans, telemetry)
+
+    def planner(provider: CloudProvider, names: list[str]) -> Callable[[], ScalePlan]:
+        # Planned when its turn comes, against the stack as the pool before it left it.
+        def plan() -> ScalePlan:
+            made = plan_removal(sess.ref(), provider, names, now)
+            for line in made.describe():
+                print(line)
+            return made
+
+        return plan
+
+    steps: list[ScalePlan | Callable[[], ScalePlan]] = [
+        planner(provider, [lease.name for lease in leases]) for provider, leases in found.items()
+    ]
+    outcomes, failure = burstcli.run_plans(sess, steps, telemetry)
     burstcli.report(outcomes, telemetry)
     if failure is not None:
         raise failure
