@@ -3,7 +3,7 @@
 Usage: sudo .venv/bin/python benchmarks/converge.py [--hosts 2 6] [--no-pipelining-too]
 
 Each host mirrors a staging node (hot OS disk, warm/cold data disks, swap). The playbook is the
-real one, through `ecoma_infra.configure.run_playbook`, with the lab's role switches. With
+real one, through `ecoma_infra.configure.run.run_playbook`, with the lab's role switches. With
 --no-pipelining-too every size is measured again with `ansible_pipelining: false`, to show what
 that lever is worth.
 """
@@ -20,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ecoma_infra import labstack  # noqa: E402  (after the path is set)
-from ecoma_infra.configure import run_playbook  # noqa: E402
-from ecoma_infra.lab import ensure_base_image, lab_down, lab_up  # noqa: E402
-from ecoma_infra.validation import load_stack_file  # noqa: E402
+from ecoma_infra.configure.run import run_playbook  # noqa: E402
+from ecoma_infra.lab import stack as labstack  # noqa: E402  (after the path is set)
+from ecoma_infra.lab.engine import lab_down, lab_up  # noqa: E402
+from ecoma_infra.lab.image import ensure_base_image  # noqa: E402
+from ecoma_infra.stack.load import load_stack_file  # noqa: E402
 
 
 def sized_config(hosts: int):

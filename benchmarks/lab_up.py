@@ -15,15 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ecoma_infra.lab import (
-    LabDisk,
-    LabHost,
-    LabSpec,
-    default_cache_dir,
-    ensure_base_image,
-    lab_down,
-    lab_up,
-)
+from ecoma_infra.lab.engine import lab_down, lab_up
+from ecoma_infra.lab.image import default_cache_dir, ensure_base_image
+from ecoma_infra.lab.state import LabDisk, LabHost, LabSpec
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ecoma_infra.preview import run_offline  # noqa: E402  (after the path is set)
+from ecoma_infra.program.offline import run_offline  # noqa: E402  (after the path is set)
 
 
 def generated_stack(size: int, directory: Path) -> Path:

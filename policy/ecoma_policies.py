@@ -430,7 +430,7 @@ def cost_tags_present(args: ResourceValidationArgs, report_violation: Report) ->
         if missing:
             report_violation(
                 f"{_where(args)}: {field} lacks the cost tags {', '.join(missing)}. Fix: build "
-                "the tags with ecoma_infra.tags.cost_tags()."
+                "the tags with ecoma_infra.program.tags.cost_tags()."
             )
 
 

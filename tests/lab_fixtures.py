@@ -1,4 +1,4 @@
-"""Pytest fixtures for tests that need real lab hosts (see ecoma_infra.lab).
+"""Pytest fixtures for tests that need real lab hosts (see ecoma_infra.lab.engine).
 
 Use from a conftest with ``pytest_plugins = ["lab_fixtures"]`` (or import the fixtures).
 
@@ -24,19 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from ecoma_infra.lab import (
-    LabDisk,
-    LabError,
-    LabHost,
-    LabSpec,
-    LabState,
-    base_image_path,
-    current_lab,
-    default_cache_dir,
-    ensure_base_image,
-    lab_down,
-    lab_up,
-)
+from ecoma_infra.lab.engine import current_lab, lab_down, lab_up
+from ecoma_infra.lab.image import base_image_path, default_cache_dir, ensure_base_image
+from ecoma_infra.lab.state import LabDisk, LabError, LabHost, LabSpec, LabState
 
 LAB_REQUIRED_ENV = "ECOMA_LAB_REQUIRED"
 

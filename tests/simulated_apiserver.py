@@ -1,7 +1,8 @@
 """A simulated Kubernetes API server for the adapter tests: HTTP on 127.0.0.1, state in memory.
 
-It serves just the endpoints `ecoma_infra.kube.KubernetesCluster` uses, with the JSON shapes of
-a real API server (objects with kind/apiVersion/metadata, `Status` objects for errors):
+It serves just the endpoints that `ecoma_infra.platforms.kubernetes.KubernetesCluster` uses,
+with the JSON shapes of a real API server (objects with kind/apiVersion/metadata, `Status`
+objects for errors):
 
 - GET, PATCH (merge and strategic merge) and DELETE `/api/v1/nodes/{name}`;
 - GET `/api/v1/pods` and `/api/v1/namespaces/{ns}/pods` with `fieldSelector=spec.nodeName=X`,

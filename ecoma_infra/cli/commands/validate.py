@@ -1,0 +1,45 @@
+"""`ecoma-infra validate`: check a stack file against every rule before any resource exists."""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+
+from ecoma_infra.cli import stack_options
+from ecoma_infra.stack.model import ROLES
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="check a stack config (exit 0 valid, 1 invalid, 2 bad usage)",
+        description=(
+            "Check a stack file's ecoma:* config: types, unknown fields, and every rule of the "
+            "design (roles, disks and tiers, address plan, burst pools, Tailscale). All problems "
+            "are listed at once, each with the file, the node or section, the field and the fix."
+        ),
+    )
+    stack_options.add_stack_options(parser)
+    parser.add_argument(
+        "--require-secrets",
+        action="store_true",
+        help="also fail when a secret that `pulumi up` needs is not set (for CI before `up`)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = stack_options.load(args, require_secrets=args.require_secrets)
+    config = loaded.config
+    roles = Counter(node.role for node in config.nodes)
+    pools = ", ".join(
+        f"{name} {pool.count}/{pool.max}" for name, pool in config.burst.pools().items()
+    )
+    print(
+        f"{loaded.source}: valid: {len(config.nodes)} on-prem nodes "
+        f"({', '.join(f'{roles[r]} {r}' for r in ROLES if roles[r])}); "
+        f"burst pools {pools or 'none'}"
+    )
+    for notice in loaded.notices:
+        print(f"{loaded.source}: note: {notice}")
+    return 0

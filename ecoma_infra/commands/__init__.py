@@ -1,1 +1,0 @@
-"""Subcommands of `ecoma-infra`: one module each, discovered by `ecoma_infra.cli`."""

@@ -1,0 +1,108 @@
+"""The seams between bursting and the systems it drives, one small interface each.
+
+`ecoma-infra burst`, `reap`, `autoscale` and `drill` talk to three outside systems only through
+these protocols, so that the decision logic and the order of the steps run the same against the
+real systems and against the stand-ins of the tests:
+
+- `StackBackend`: the Pulumi Automation API (structured config, `up`, outputs);
+  real: `platforms.pulumi_automation.AutomationStack`.
+- `Cluster`: the Kubernetes API (cordon, drain with evictions, delete the Node, readiness);
+  real: `platforms.kubernetes.KubernetesCluster`.
+- `Tailnet`: the Tailscale API (devices, delete a device); real: `platforms.tailscale.TailscaleApi`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ecoma_infra.errors import EcomaError
+
+#: Every call a stand-in receives, in order: what tests check the order of steps with.
+Journal = list[tuple[str, str]]
+
+
+class DrainError(EcomaError):
+    """A drain did not finish: PodDisruptionBudgets kept pods, or it timed out."""
+
+    def __init__(self, node: str, reason: str, pods_left: list[str] | None = None) -> None:
+        self.node = node
+        self.reason = reason
+        self.pods_left = list(pods_left or [])
+        left = f" (pods left: {', '.join(self.pods_left)})" if self.pods_left else ""
+        super().__init__(f"drain of {node} failed: {reason}{left}")
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A Node object as the cluster sees it."""
+
+    name: str
+    ready: bool
+    unschedulable: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A machine in the tailnet."""
+
+    id: str
+    hostname: str
+
+
+@dataclass(frozen=True)
+class UpSummary:
+    """What an `up` changed, by operation (create, update, delete, same, ...)."""
+
+    changes: Mapping[str, int]
+    outputs: Mapping[str, Any]
+
+
+class StackBackend(Protocol):
+    name: str
+
+    def config(self) -> dict[str, Any]:
+        """The stack's config block as the stack file holds it (`{"ecoma:burst": {...}}`);
+        secure values stay encrypted."""
+
+    def set_config(self, values: Mapping[str, Any]) -> None:
+        """Set structured config values by path, e.g. `{"ecoma:burst.aws.count": 2}`, in one
+        step."""
+
+    def set_secret(self, key: str, value: str) -> None:
+        """Set a secret config value (`pulumi config set --secret`), encrypted by the stack's
+        secrets provider."""
+
+    def remove_config(self, paths: list[str]) -> None:
+        """Remove config values by path, e.g. `ecoma:burst.aws.expires_at["wkr-aws-1"]`."""
+
+    def up(self, on_output: Callable[[str], None]) -> UpSummary:
+        """`pulumi up` of the stack, its progress lines given to `on_output`."""
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack's outputs, secrets in plain text (never print them)."""
+
+
+class Cluster(Protocol):
+    def node(self, name: str) -> NodeStatus | None:
+        """The Node object, or None when the cluster has none of that name."""
+
+    def cordon(self, name: str) -> None: ...
+
+    def uncordon(self, name: str) -> None: ...
+
+    def drain(self, name: str, *, timeout: float) -> None:
+        """Evict every pod but DaemonSet and mirror pods through the Eviction API (which
+        honours PodDisruptionBudgets) and wait until they are gone; `DrainError` when that does
+        not happen within `timeout` seconds."""
+
+    def delete_node(self, name: str) -> None:
+        """Delete the Node object; no error when it is already gone."""
+
+
+class Tailnet(Protocol):
+    def devices(self) -> list[Device]: ...
+
+    def delete_device(self, device_id: str) -> None: ...

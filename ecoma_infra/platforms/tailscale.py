@@ -1,0 +1,281 @@
+"""The Tailscale API v2 over urllib: the real `seams.Tailnet`, and key expiry for
+`ecoma-infra credentials check`.
+
+Authentication is an API access token (`TAILSCALE_API_KEY`, sent as a bearer token) or an OAuth
+client (`ecoma:tailscale.oauth_client_id` and `TAILSCALE_OAUTH_CLIENT_SECRET`), whose client
+credentials are exchanged at `/api/v2/oauth/token` for an access token that is cached until
+shortly before it expires. No key, client secret or access token appears in a message, a repr or
+a log: errors name the environment variable instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ecoma_infra.errors import EcomaError
+from ecoma_infra.platforms.seams import Device
+from ecoma_infra.stack.model import TailscaleSettings
+
+DEFAULT_BASE_URL = "https://api.tailscale.com"
+API_KEY_ENV = "TAILSCALE_API_KEY"
+OAUTH_CLIENT_ID_ENV = "TAILSCALE_OAUTH_CLIENT_ID"
+OAUTH_CLIENT_SECRET_ENV = "TAILSCALE_OAUTH_CLIENT_SECRET"  # noqa: S105 (a variable name)
+BASE_URL_ENV = "TAILSCALE_BASE_URL"
+
+# Renew the OAuth access token this long before Tailscale says it expires.
+TOKEN_RENEW_MARGIN = 60.0
+_NO_EXPIRY = datetime(1, 1, 1, tzinfo=UTC)  # Go's zero time: Tailscale's "does not expire"
+
+
+class TailscaleApiError(EcomaError):
+    """A Tailscale API call failed; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class TailscaleApi:
+    """`seams.Tailnet` against the Tailscale API v2, plus `key()` for key expiry."""
+
+    def __init__(
+        self,
+        tailnet: str,
+        *,
+        api_key: str | None = None,
+        oauth_client_id: str | None = None,
+        oauth_client_secret: str | None = None,
+        base_url: str = DEFAULT_BASE_URL,
+        timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if bool(api_key) == bool(oauth_client_id and oauth_client_secret):
+            raise EcomaError(
+                "TailscaleApi: give either an API key or an OAuth client id and secret"
+            )
+        scheme = urllib.parse.urlsplit(base_url).scheme
+        if scheme not in ("https", "http"):
+            raise EcomaError(f"Tailscale base URL {base_url!r}: use an https:// URL")
+        self.tailnet = tailnet
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self._client_id = oauth_client_id
+        self._client_secret = oauth_client_secret
+        self._timeout = timeout
+        self._clock = clock
+        self._token: str | None = None
+        self._token_expires = 0.0
+        self.credential = API_KEY_ENV if api_key else OAUTH_CLIENT_SECRET_ENV
+        """The environment variable the credential came from, for error messages."""
+
+    @classmethod
+    def from_environment(
+        cls, settings: TailscaleSettings, environ: Mapping[str, str], *, timeout: float = 30.0
+    ) -> TailscaleApi:
+        """The client the environment allows: the OAuth client when its secret is set, else
+        `TAILSCALE_API_KEY`; `TAILSCALE_BASE_URL` overrides the API's address."""
+        base_url = environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        client_id = settings.oauth_client_id or environ.get(OAUTH_CLIENT_ID_ENV)
+        secret = environ.get(OAUTH_CLIENT_SECRET_ENV)
+        if client_id and secret:
+            return cls(
+                settings.tailnet,
+                oauth_client_id=client_id,
+                oauth_client_secret=secret,
+                base_url=base_url,
+                timeout=timeout,
+            )
+        api_key = environ.get(API_KEY_ENV)
+        if api_key:
+            return cls(settings.tailnet, api_key=api_key, base_url=base_url, timeout=timeout)
+        if secret:
+            raise EcomaError(
+                f"{OAUTH_CLIENT_SECRET_ENV} is set but no OAuth client id is known: set "
+                f"ecoma:tailscale.oauth_client_id in the stack file (or {OAUTH_CLIENT_ID_ENV})"
+            )
+        if client_id:
+            raise EcomaError(
+                f"{OAUTH_CLIENT_SECRET_ENV} is not set: export the secret of the OAuth client "
+                f"{client_id} (ecoma:tailscale.oauth_client_id), or {API_KEY_ENV}"
+            )
+        raise EcomaError(
+            f"{API_KEY_ENV} is not set: export a Tailscale API access token, or set "
+            f"ecoma:tailscale.oauth_client_id and export {OAUTH_CLIENT_SECRET_ENV}"
+        )
+
+    def __repr__(self) -> str:
+        auth = f"oauth_client_id={self._client_id!r}" if self._client_id else "api_key=[secret]"
+        return f"TailscaleApi(tailnet={self.tailnet!r}, {auth}, base_url={self.base_url!r})"
+
+    # --- seams.Tailnet ------------------------------------------------------------------------
+
+    def devices(self) -> list[Device]:
+        """Every device of the tailnet: `nodeId` (or the legacy `id`) and its hostname."""
+        body = self._call("GET", f"/api/v2/tailnet/{_segment(self.tailnet)}/devices")
+        items = body.get("devices") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise TailscaleApiError(
+                f"Tailscale API GET devices of {self.tailnet}: the answer has no `devices` list"
+            )
+        found: list[Device] = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            device_id = item.get("nodeId") or item.get("id")
+            hostname = item.get("hostname") or str(item.get("name", "")).split(".", 1)[0]
+            if device_id and hostname:
+                found.append(Device(id=str(device_id), hostname=str(hostname)))
+        return found
+
+    def delete_device(self, device_id: str) -> None:
+        """Remove a device from the tailnet; no error when it is already gone (404)."""
+        try:
+            self._call("DELETE", f"/api/v2/device/{_segment(device_id)}")
+        except TailscaleApiError as error:
+            if error.status != 404:
+                raise
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def key(self, key_id: str) -> datetime | None:
+        """When the key (API access token, auth key or OAuth client) `key_id` expires; None when
+        Tailscale gives no expiry."""
+        path = f"/api/v2/tailnet/{_segment(self.tailnet)}/keys/{_segment(key_id)}"
+        body = self._call("GET", path)
+        raw = body.get("expires") if isinstance(body, dict) else None
+        if not raw:
+            return None
+        try:
+            expires = datetime.fromisoformat(str(raw))
+        except ValueError:
+            raise TailscaleApiError(
+                f"Tailscale API GET key {key_id}: `expires` is not a timestamp: {raw!r}"
+            ) from None
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=UTC)
+        return None if expires <= _NO_EXPIRY else expires
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str) -> Any:
+        """One API call with the current credential; an OAuth token refused with 401 is
+        exchanged once more and the call repeated."""
+        try:
+            return self._request(method, path, self._authorization())
+        except TailscaleApiError as error:
+            if error.status != 401 or self._api_key:
+                raise
+        self._token = None
+        return self._request(method, path, self._authorization())
+
+    def _authorization(self) -> str:
+        if self._api_key:
+            return f"Bearer {self._api_key}"
+        if self._token is None or self._clock() >= self._token_expires:
+            self._exchange()
+        return f"Bearer {self._token}"
+
+    def _exchange(self) -> None:
+        """The OAuth client credentials grant: client id and secret for an access token."""
+        form = urllib.parse.urlencode(
+            {
+                "client_id": self._client_id or "",
+                "client_secret": self._client_secret or "",
+                "grant_type": "client_credentials",
+            }
+        ).encode()
+        started = self._clock()
+        body = self._request("POST", "/api/v2/oauth/token", None, form)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise TailscaleApiError(
+                "Tailscale API POST /api/v2/oauth/token: the answer has no access_token; "
+                f"check the OAuth client {self._client_id} in the admin console"
+            )
+        lifetime = body.get("expires_in", 3600)
+        seconds = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
+        self._token = token
+        self._token_expires = started + max(seconds - TOKEN_RENEW_MARGIN, 0.0)
+
+    def _request(
+        self, method: str, path: str, authorization: str | None, form: bytes | None = None
+    ) -> Any:
+        url = self.base_url + path
+        request = urllib.request.Request(url, data=form, method=method)  # noqa: S310 (scheme checked)
+        request.add_header("Accept", "application/json")
+        if form is not None:
+            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        if authorization:
+            request.add_header("Authorization", authorization)
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+                text = response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as error:
+            detail = _tailscale_message(error)
+            raise TailscaleApiError(
+                self._redact(
+                    f"Tailscale API {method} {path}: HTTP {error.code}: {detail}. "
+                    f"Check: {self._hint(error.code, path)}"
+                ),
+                error.code,
+            ) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TailscaleApiError(
+                self._redact(
+                    f"Tailscale API {method} {path}: no answer from {self.base_url}: {reason}. "
+                    "Check the network, a proxy (HTTPS_PROXY) or TAILSCALE_BASE_URL"
+                )
+            ) from None
+        if not text.strip():
+            return {}
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise TailscaleApiError(
+                f"Tailscale API {method} {path}: the answer is not JSON"
+            ) from None
+
+    def _hint(self, status: int, path: str) -> str:
+        if path.endswith("/oauth/token"):
+            return (
+                f"the OAuth client {self._client_id} exists and {OAUTH_CLIENT_SECRET_ENV} is "
+                "its current secret (admin console, Settings > OAuth clients)"
+            )
+        hints = {
+            401: f"{self.credential} is valid and neither expired nor revoked",
+            403: f"the scopes of the credential in {self.credential} (devices:core to list and "
+            "delete devices, auth_keys to read keys)",
+            404: f"the tailnet name ecoma:tailscale.tailnet ({self.tailnet}) and the id asked for",
+            429: "the rate limit: wait a minute and run again",
+        }
+        if status >= 500:
+            return "https://status.tailscale.com and run again later"
+        return hints.get(status, "the request's parameters")
+
+    def _redact(self, text: str) -> str:
+        for secret in (self._api_key, self._client_secret, self._token):
+            if secret:
+                text = text.replace(secret, "[secret]")
+        return text
+
+
+def _segment(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
+
+
+def _tailscale_message(error: urllib.error.HTTPError) -> str:
+    """Tailscale's own words from an error answer (`{"message": ...}`), else the reason."""
+    try:
+        body = json.loads(error.read().decode("utf-8", "replace") or "{}")
+    except (json.JSONDecodeError, OSError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or error.reason or "no message")

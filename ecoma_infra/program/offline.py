@@ -1,0 +1,211 @@
+"""The offline preview: the real program under the real Pulumi SDK, with a mock engine.
+
+No Pulumi CLI, plugin or credential is needed. The stack file is validated exactly as
+`pulumi up` would, the program's `__main__.py` runs unchanged, and a recording monitor keeps
+every resource registration: type, name, parent, options and inputs. Secrets are placeholders
+marked secret, and every secret value is shown as `[secret]`. Mock ids and computed values are
+derived from resource names, so the same stack always gives the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pulumi
+from pulumi.runtime import mocks, rpc, settings
+from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.sync_await import _sync_await
+
+from ecoma_infra.paths import project_root
+from ecoma_infra.stack.load import load_stack_file
+from ecoma_infra.stack.model import NAMESPACE, required_secrets
+
+REDACTED = "[secret]"
+PROJECT = "ecoma"
+
+
+def _digest(*parts: str, length: int = 17) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length]
+
+
+def _secret(value: Any) -> dict[str, Any]:
+    """A value the SDK deserializes as a secret Output."""
+    return {rpc._special_sig_key: rpc._special_secret_sig, "value": value}
+
+
+def _is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def redact(value: Any) -> Any:
+    """Replace every secret (and every value derived from one) with `[secret]`."""
+    if _is_secret(value):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {str(k): redact(v) for k, v in sorted(value.items())}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # the engine's numbers are floats
+    return value
+
+
+def _tailscale_device(args: dict[str, Any]) -> dict[str, Any]:
+    hostname = str(args.get("hostname") or args.get("name"))
+    node_id = f"offline-{_digest(hostname, length=10)}"
+    return {"id": node_id, "nodeId": node_id, "hostname": hostname, "name": hostname}
+
+
+def _oci_availability_domains(args: dict[str, Any]) -> dict[str, Any]:
+    return {"availabilityDomains": [{"name": f"Offline:EU-OFFLINE-1-AD-{n}"} for n in (1, 2, 3)]}
+
+
+_INVOKES = {
+    "tailscale:index/getDevice:getDevice": _tailscale_device,
+    "oci:Identity/getAvailabilityDomains:getAvailabilityDomains": _oci_availability_domains,
+}
+
+
+class OfflineMocks(pulumi.runtime.Mocks):
+    """Deterministic ids and the computed outputs the program reads."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        outputs = dict(args.inputs)
+        resource_id = f"{args.name}-{_digest(args.typ, args.name, length=8)}"
+        if args.typ == "tailscale:index/tailnetKey:TailnetKey":
+            outputs["key"] = _secret(f"offline-auth-key-{_digest(args.name, length=12)}")
+        elif args.typ == "aws:ebs/volume:Volume":
+            resource_id = f"vol-{_digest(args.name)}"
+        elif args.typ == "aws:ec2/instance:Instance":
+            resource_id = f"i-{_digest(args.name)}"
+            root = dict(outputs.get("rootBlockDevice") or {})
+            root["volumeId"] = f"vol-{_digest(args.name, 'root')}"
+            outputs["rootBlockDevice"] = root
+        elif args.typ == "proxmoxve:index/fileLegacy:FileLegacy":
+            raw = outputs.get("sourceRaw") or {}
+            raw = raw["value"] if _is_secret(raw) else raw
+            file_name = raw.get("fileName", args.name) if isinstance(raw, dict) else args.name
+            resource_id = f"{outputs.get('datastoreId', 'local')}:snippets/{file_name}"
+        return resource_id, outputs
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        answer = _INVOKES.get(args.token)
+        return (answer(args.args) if answer else {}), []
+
+
+@dataclass
+class Recorded:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    provider: str
+    protect: bool
+    retain_on_delete: bool
+    ignore_changes: list[str]
+    depends_on: list[str]
+    inputs: dict[str, Any]
+    secret_outputs: list[str] = field(default_factory=list)
+
+
+class RecordingMonitor(mocks.MockMonitor):
+    """Keeps every registration request (with its options, which plain mocks never see)."""
+
+    def __init__(self, offline_mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(offline_mocks)
+        self.records: list[Recorded] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            self.records.append(
+                Recorded(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    custom=request.custom,
+                    provider=request.provider,
+                    protect=request.protect,
+                    retain_on_delete=request.retainOnDelete,
+                    ignore_changes=list(request.ignoreChanges),
+                    depends_on=sorted(request.dependencies),
+                    inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
+                    secret_outputs=list(request.additionalSecretOutputs),
+                )
+            )
+        return response
+
+
+@dataclass
+class PreviewResult:
+    stack: str
+    records: list[Recorded]
+    outputs: dict[str, Any]
+    secret_outputs: list[str]
+
+    def resources(self) -> list[dict[str, Any]]:
+        by_urn = {r.urn: r for r in self.records}
+        return [
+            {
+                "type": r.type,
+                "name": r.name,
+                "parent": by_urn[r.parent].name if r.parent in by_urn else None,
+                "inputs": redact(r.inputs),
+            }
+            for r in self.records
+        ]
+
+    def document(self) -> dict[str, Any]:
+        return {"stack": self.stack, "resources": self.resources(), "outputs": self.outputs}
+
+
+def stack_config_for_engine(path: Path) -> tuple[str, dict[str, str], list[str]]:
+    """The config the engine would hand the program: JSON-encoded values, secret placeholders."""
+    loaded = load_stack_file(path)
+    stack = path.name.split(".")[1] if path.name.startswith("Pulumi.") else path.stem
+    values: dict[str, str] = {}
+    for key, value in loaded.config.model_dump(mode="json", exclude_unset=False).items():
+        values[f"{PROJECT}:{key}"] = json.dumps(value)
+    secret_keys = [f"{NAMESPACE}:{key}" for key in required_secrets(loaded.config)]
+    for key in secret_keys:
+        values[key] = f"offline-placeholder-for-{key.split(':', 1)[1]}"
+    return stack, values, secret_keys
+
+
+def run_offline(path: Path, *, program: Path | None = None) -> PreviewResult:
+    """Run the program against the stack file at `path` under mocks, and collect everything."""
+    stack, config, secret_keys = stack_config_for_engine(path)
+    program = program or project_root() / "__main__.py"
+    settings.reset_options()
+    pulumi.runtime.set_all_config(config, secret_keys)
+    monitor = RecordingMonitor(OfflineMocks())
+    pulumi.runtime.set_mocks(
+        monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
+    )
+    try:
+        runpy.run_path(str(program), run_name="__pulumi_program__")
+        _sync_await(wait_for_rpcs())
+        root = cast(Any, settings.get_root_resource())
+        outputs: dict[str, Any] = {}
+        secret_outputs: list[str] = []
+        for key, value in sorted(root.outputs.items()):
+            output = pulumi.Output.from_input(value)
+            if _sync_await(output.is_secret()):
+                secret_outputs.append(key)
+                outputs[key] = REDACTED
+            else:
+                outputs[key] = redact(_sync_await(output.future()))
+    finally:
+        settings.reset_options()
+    records = sorted(monitor.records, key=lambda r: r.urn)
+    return PreviewResult(stack, records, outputs, secret_outputs)

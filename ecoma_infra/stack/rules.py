@@ -1,0 +1,396 @@
+"""Every rule of the design over a parsed stack config, each finding a `ConfigIssue` naming the
+node or section, the field and the fix."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from ecoma_infra.stack.issues import ConfigIssue
+from ecoma_infra.stack.model import (
+    DATA_TIERS,
+    MAX_DISKS,
+    NAMESPACE,
+    ON_PREM_ONLY_ROLES,
+    ROLES,
+    SECRET_KEYS,
+    AutoscaleSettings,
+    BurstPool,
+    CloudProvider,
+    Disk,
+    StackConfig,
+)
+from ecoma_infra.stack.names import burst_node_index, burst_node_names
+
+OCI_MIN_VOLUME_GB = 50  # OCI's smallest block and boot volume
+
+
+def check_rules(config: StackConfig) -> list[ConfigIssue]:
+    """Every rule that spans fields, all at once, in a stable order."""
+    return [
+        *_node_rules(config),
+        *_uniqueness_rules(config),
+        *_network_rules(config),
+        *_burst_rules(config),
+        *_tailscale_rules(config),
+        *_credential_rules(config),
+    ]
+
+
+def _disk_rules(where: str, disks: Sequence[Disk]) -> Iterator[ConfigIssue]:
+    os_disks = [d for d in disks if d.os]
+    if not os_disks:
+        yield ConfigIssue(f"{where}.disks", "no OS disk", "mark exactly one disk with `os: true`")
+    elif len(os_disks) > 1:
+        yield ConfigIssue(
+            f"{where}.disks",
+            f"{len(os_disks)} OS disks (tiers {', '.join(d.tier for d in os_disks)})",
+            "keep `os: true` on exactly one disk",
+        )
+    if len(disks) > MAX_DISKS:
+        yield ConfigIssue(
+            f"{where}.disks",
+            f"{len(disks)} disks, at most {MAX_DISKS} (one OS disk + 3 data/swap)",
+            "remove disks so that each tier appears once",
+        )
+    for tier, count in Counter(d.tier for d in disks).items():
+        if count > 1:
+            yield ConfigIssue(
+                f"{where}.disks",
+                f"{count} disks have tier '{tier}'; a node has only one disk per tier",
+                "give each disk its own tier (swap, hot, warm, cold) or merge them",
+            )
+    for index, disk in enumerate(disks):
+        if disk.os and disk.tier == "swap":
+            yield ConfigIssue(
+                f"{where}.disks[{index}].tier",
+                "the OS disk cannot be the swap tier",
+                "give the OS disk tier hot, warm or cold",
+            )
+        if disk.filesystem is not None and (disk.os or disk.tier == "swap"):
+            what = "the OS disk (it is the root filesystem)" if disk.os else "a swap disk"
+            yield ConfigIssue(
+                f"{where}.disks[{index}].filesystem",
+                f"a filesystem cannot be chosen for {what}",
+                "remove `filesystem`",
+            )
+    if not any(d.tier in DATA_TIERS for d in disks):
+        yield ConfigIssue(
+            f"{where}.disks",
+            "no hot, warm or cold disk; /var/storage needs at least one of them",
+            "give the OS disk or another disk tier hot, warm or cold",
+        )
+
+
+def _node_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    hypervisors = set(config.proxmox.hypervisors)
+    for node in config.nodes:
+        where = f"{NAMESPACE}:nodes[{node.name}]"
+        if node.role in ON_PREM_ONLY_ROLES and node.provider != "proxmox":
+            yield ConfigIssue(
+                f"{where}.provider",
+                f"role {node.role} runs only on proxmox (control plane, operators and stateful "
+                f"services stay on-prem), not on {node.provider}",
+                "set `provider: proxmox`",
+            )
+        elif node.provider != "proxmox":
+            yield ConfigIssue(
+                f"{where}.provider",
+                f"cloud workers are ephemeral burst nodes, not static nodes on {node.provider}",
+                f"remove this node and size the pool in {NAMESPACE}:burst.{node.provider}",
+            )
+        if node.hypervisor not in hypervisors:
+            yield ConfigIssue(
+                f"{where}.hypervisor",
+                f"'{node.hypervisor}' is not one of ecoma:proxmox.hypervisors "
+                f"({', '.join(sorted(hypervisors))})",
+                "use a listed hypervisor or add it to ecoma:proxmox.hypervisors",
+            )
+        yield from _disk_rules(where, node.disks)
+        for index, disk in enumerate(node.disks):
+            if disk.tier not in config.proxmox.datastores:
+                yield ConfigIssue(
+                    f"{where}.disks[{index}].tier",
+                    f"no datastore for tier '{disk.tier}'",
+                    f"add `{disk.tier}: <datastore>` to ecoma:proxmox.datastores",
+                )
+    template_node = config.proxmox.template_node
+    if template_node is not None and template_node not in hypervisors:
+        yield ConfigIssue(
+            f"{NAMESPACE}:proxmox.template_node",
+            f"'{template_node}' is not one of ecoma:proxmox.hypervisors",
+            "name the hypervisor that holds the template",
+        )
+    names = {node.name for node in config.nodes}
+    for name in config.proxmox.unlock_disks:
+        if name not in names:
+            yield ConfigIssue(
+                f"{NAMESPACE}:proxmox.unlock_disks",
+                f"'{name}' is not a node",
+                "name nodes from ecoma:nodes",
+            )
+    servers = config.nodes_with_role("cpl")
+    if len(servers) % 2 == 0:
+        yield ConfigIssue(
+            f"{NAMESPACE}:nodes",
+            f"{len(servers)} cpl nodes; etcd needs an odd number of servers for a quorum",
+            "use 1, 3 or 5 cpl nodes",
+        )
+
+
+def _duplicates(values: Iterable[Any]) -> list[Any]:
+    return [value for value, count in Counter(values).items() if count > 1]
+
+
+def _uniqueness_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    burst_names = [
+        name
+        for provider, pool in config.burst.pools().items()
+        for name in burst_node_names(provider, pool.max)
+    ]
+    for name in _duplicates([n.name for n in config.nodes]):
+        yield ConfigIssue(
+            f"{NAMESPACE}:nodes[{name}].name",
+            "name used by more than one node",
+            "give every node its own name",
+        )
+    for name in sorted({n.name for n in config.nodes} & set(burst_names)):
+        yield ConfigIssue(
+            f"{NAMESPACE}:nodes[{name}].name",
+            "name is reserved for a burst node (wkr-<provider>-<n>)",
+            "rename the node",
+        )
+    for vm_id in _duplicates([n.vm_id for n in config.nodes]):
+        names = ", ".join(n.name for n in config.nodes if n.vm_id == vm_id)
+        yield ConfigIssue(
+            f"{NAMESPACE}:nodes[{names}].vm_id",
+            f"VM id {vm_id} used by {names}",
+            "give every node its own vm_id",
+        )
+    template = config.proxmox.template_vm_id
+    for node in config.nodes:
+        if node.vm_id == template:
+            yield ConfigIssue(
+                f"{NAMESPACE}:nodes[{node.name}].vm_id",
+                f"VM id {template} is the Debian 12 template",
+                "choose another vm_id",
+            )
+    for ip in _duplicates([n.ip for n in config.nodes]):
+        names = ", ".join(n.name for n in config.nodes if n.ip == ip)
+        yield ConfigIssue(
+            f"{NAMESPACE}:nodes[{names}].ip",
+            f"IP {ip} used by {names}",
+            "give every node its own IP",
+        )
+
+
+def _reserved(config: StackConfig) -> dict[IPv4Address, str]:
+    plan = config.network
+    subnet = plan.sdn_subnet
+    return {
+        subnet.network_address: "the network address",
+        subnet.broadcast_address: "the broadcast address",
+        plan.sdn_gateway: "the SDN gateway",
+        plan.kube_vip: "the kube-vip address",
+    }
+
+
+def _network_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    plan = config.network
+    fixed = [
+        ("coredns_ip", plan.coredns_ip, "service_cidr", plan.service_cidr),
+        ("node_local_dns_ip", plan.node_local_dns_ip, "link_local_cidr", plan.link_local_cidr),
+        ("kube_vip", plan.kube_vip, "sdn_subnet", plan.sdn_subnet),
+        ("sdn_gateway", plan.sdn_gateway, "sdn_subnet", plan.sdn_subnet),
+    ]
+    for field, address, range_field, network in fixed:
+        if address not in network:
+            yield ConfigIssue(
+                f"{NAMESPACE}:network.{field}",
+                f"{address} is outside {range_field} {network}",
+                f"pick an address inside {network}",
+            )
+        elif address in (network.network_address, network.broadcast_address):
+            yield ConfigIssue(
+                f"{NAMESPACE}:network.{field}",
+                f"{address} is the network or broadcast address of {network}",
+                "pick a host address",
+            )
+    if plan.kube_vip == plan.sdn_gateway:
+        yield ConfigIssue(
+            f"{NAMESPACE}:network.kube_vip",
+            "the VIP equals the SDN gateway",
+            "give the VIP its own address (the seed uses 10.41.1.254)",
+        )
+    ranges: list[tuple[str, IPv4Network]] = [
+        (f"{NAMESPACE}:network.tailscale_cidr", plan.tailscale_cidr),
+        (f"{NAMESPACE}:network.link_local_cidr", plan.link_local_cidr),
+        (f"{NAMESPACE}:network.pod_cidr", plan.pod_cidr),
+        (f"{NAMESPACE}:network.service_cidr", plan.service_cidr),
+        (f"{NAMESPACE}:network.sdn_subnet", plan.sdn_subnet),
+    ]
+    ranges += [
+        (f"{NAMESPACE}:burst.{provider}.vpc_cidr", pool.vpc_cidr)
+        for provider, pool in config.burst.pools().items()
+    ]
+    for index, (name_a, net_a) in enumerate(ranges):
+        for name_b, net_b in ranges[index + 1 :]:
+            if net_a.overlaps(net_b):
+                yield ConfigIssue(
+                    name_b,
+                    f"{net_b} overlaps {name_a} ({net_a})",
+                    "choose ranges that share no address",
+                )
+    reserved = _reserved(config)
+    for node in config.nodes:
+        where = f"{NAMESPACE}:nodes[{node.name}].ip"
+        if node.ip not in plan.sdn_subnet:
+            yield ConfigIssue(
+                where,
+                f"{node.ip} is outside the SDN subnet {plan.sdn_subnet}",
+                f"pick a free address inside {plan.sdn_subnet}",
+            )
+        elif node.ip in reserved:
+            yield ConfigIssue(
+                where,
+                f"{node.ip} is {reserved[node.ip]}, reserved",
+                f"pick another address inside {plan.sdn_subnet}",
+            )
+
+
+def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    burst = config.burst
+    pools = burst.pools()
+    for provider, pool in pools.items():
+        where = f"{NAMESPACE}:burst.{provider}"
+        if pool.count > pool.max:
+            yield ConfigIssue(
+                f"{where}.count",
+                f"count {pool.count} is above the pool's max {pool.max}",
+                f"lower count to at most {pool.max} or raise max",
+            )
+        if not pool.subnet_cidr.subnet_of(pool.vpc_cidr):
+            yield ConfigIssue(
+                f"{where}.subnet_cidr",
+                f"{pool.subnet_cidr} is not inside vpc_cidr {pool.vpc_cidr}",
+                "choose a subnet inside the VPC range",
+            )
+        yield from _disk_rules(where, pool.disks)
+        if provider == "oci":
+            for index, disk in enumerate(pool.disks):
+                if disk.size_gb < OCI_MIN_VOLUME_GB:
+                    yield ConfigIssue(
+                        f"{where}.disks[{index}].size_gb",
+                        f"{disk.size_gb} GB is below OCI's smallest volume "
+                        f"({OCI_MIN_VOLUME_GB} GB)",
+                        f"give the disk at least {OCI_MIN_VOLUME_GB} GB",
+                    )
+        yield from _lease_rules(where, provider, pool)
+    if burst.autoscale is not None:
+        yield from _autoscale_rules(burst.autoscale, pools)
+    hourly = sum(pool.count * pool.hourly_price_usd for pool in pools.values())
+    if hourly > burst.budget_usd_per_hour:
+        yield ConfigIssue(
+            f"{NAMESPACE}:burst.budget_usd_per_hour",
+            f"the pools cost {hourly:.2f} USD/h, above the budget of "
+            f"{burst.budget_usd_per_hour:.2f} USD/h",
+            "lower the pool counts or raise the budget",
+        )
+
+
+def _autoscale_rules(
+    settings: AutoscaleSettings, pools: Mapping[CloudProvider, BurstPool]
+) -> Iterator[ConfigIssue]:
+    where = f"{NAMESPACE}:burst.autoscale"
+    for provider in _duplicates(settings.preference):
+        yield ConfigIssue(
+            f"{where}.preference", f"'{provider}' is listed twice", "list each provider once"
+        )
+    for index, provider in enumerate(settings.preference):
+        if provider not in pools:
+            yield ConfigIssue(
+                f"{where}.preference[{index}]",
+                f"there is no {provider} pool in burst",
+                f"add burst.{provider} or remove '{provider}' from the list",
+            )
+    for signal, rule in settings.rules().items():
+        if rule.scale_down_below >= rule.scale_up_above:
+            yield ConfigIssue(
+                f"{where}.{signal}.scale_down_below",
+                f"{rule.scale_down_below} is not below scale_up_above {rule.scale_up_above}: "
+                "there is no hysteresis band",
+                "set scale_down_below lower than scale_up_above",
+            )
+    ceiling = sum(pools[p].max for p in settings.preference if p in pools)
+    if settings.min_nodes > ceiling:
+        yield ConfigIssue(
+            f"{where}.min_nodes",
+            f"{settings.min_nodes} is above the preferred pools' max total of {ceiling}",
+            f"lower min_nodes to at most {ceiling}",
+        )
+
+
+def _lease_rules(where: str, provider: str, pool: BurstPool) -> Iterator[ConfigIssue]:
+    """The leases `ecoma-infra burst` writes: one per running node, named for this pool."""
+    for field in ("expires_at", "launched_at"):
+        for name in sorted(getattr(pool, field)):
+            index = burst_node_index(provider, name)
+            if index is None or index > pool.max:
+                yield ConfigIssue(
+                    f"{where}.{field}.{name}",
+                    f"'{name}' is not a node name of this pool "
+                    f"(wkr-{provider}-1 .. wkr-{provider}-{pool.max})",
+                    "remove the entry; `ecoma-infra burst` keeps this map",
+                )
+    leased = set(pool.expires_at) | set(pool.launched_at)
+    if len(leased) > pool.count:
+        yield ConfigIssue(
+            f"{where}.expires_at",
+            f"{len(leased)} nodes have leases but count is {pool.count}",
+            "remove the leases of nodes that no longer run; `ecoma-infra burst` keeps this map",
+        )
+
+
+def _credential_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    for key in sorted(config.credentials):
+        if key not in SECRET_KEYS:
+            yield ConfigIssue(
+                f"{NAMESPACE}:credentials.{key}",
+                "not a credential of this project",
+                f"use one of: {', '.join(SECRET_KEYS)}",
+            )
+
+
+def _tailscale_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    settings = config.tailscale
+    by_name = {node.name: node for node in config.nodes}
+    for router in settings.subnet_routers:
+        node = by_name.get(router)
+        if node is None:
+            yield ConfigIssue(
+                f"{NAMESPACE}:tailscale.subnet_routers",
+                f"'{router}' is not a node",
+                "name on-prem nodes from ecoma:nodes",
+            )
+        elif node.provider != "proxmox":
+            yield ConfigIssue(
+                f"{NAMESPACE}:tailscale.subnet_routers",
+                f"'{router}' is on {node.provider}; only on-prem nodes can route the SDN subnet",
+                "name on-prem nodes",
+            )
+    missing = [role for role in ROLES if role not in settings.tags]
+    if missing:
+        yield ConfigIssue(
+            f"{NAMESPACE}:tailscale.tags",
+            f"no tag for role {', '.join(missing)}",
+            "give every role a tag such as tag:ecoma-<role>",
+        )
+    for role, count in Counter(settings.tags.values()).items():
+        if count > 1:
+            yield ConfigIssue(
+                f"{NAMESPACE}:tailscale.tags",
+                f"tag {role} is shared by several roles",
+                "give each role its own tag, so the tailnet policy can tell them apart",
+            )
