@@ -292,7 +292,11 @@ def volumes_encrypted(args: ResourceValidationArgs, report_violation: Report) ->
             if not _truthy(_map(raw).get("encrypted")):
                 report_violation(f"{where}: ebsBlockDevices[{index}].encrypted must be true.")
     elif kind == "oci:Core/volumeAttachment:VolumeAttachment":
-        if not _truthy(props.get("isPvEncryptionInTransitEnabled")):
+        # OCI offers in-transit encryption for paravirtualized attachments only; the program's
+        # iSCSI attachments (the disk identity that holds on Debian) cannot have it.
+        if props.get("attachmentType") == "paravirtualized" and not _truthy(
+            props.get("isPvEncryptionInTransitEnabled")
+        ):
             report_violation(
                 f"{where}: isPvEncryptionInTransitEnabled must be true (encrypt the "
                 "paravirtualized path between the instance and the volume)."
@@ -498,6 +502,84 @@ def stateful_vms_protected(args: ResourceValidationArgs, report_violation: Repor
 
 
 # ---------------------------------------------------------------------------------------------
+# Rule 9: the SDN zone reaches every hypervisor it is deployed on.
+
+VXLAN_MAX_MTU = 1450  # 1500 - the 50 bytes of a VXLAN header (pulumi_proxmoxve sdn/zone/vxlan.py)
+
+
+def sdn_zone_spans_its_nodes(args: ResourceValidationArgs, report_violation: Report) -> None:
+    kind, props, where = args.resource_type, args.props, _where(args)
+    nodes = [str(n) for n in _seq(props.get("nodes"))]
+    if kind == "proxmoxve:sdn/zone/simple:Simple" and len(nodes) > 1:
+        report_violation(
+            f"{where}: a Simple zone over {', '.join(nodes)}: its bridge is local to each "
+            "hypervisor ('VM traffic is only local on each the node'), so VMs on different "
+            "hypervisors cannot reach each other. Fix: ecoma:proxmox.sdn.kind vlan or vxlan."
+        )
+    elif kind == "proxmoxve:sdn/zone/vxlan:Vxlan":
+        peers = _seq(props.get("peers"))
+        if len(peers) < len(nodes):
+            report_violation(
+                f"{where}: {len(peers)} VXLAN peers for {len(nodes)} hypervisors; every "
+                "hypervisor must be a peer. Fix: list each in ecoma:proxmox.sdn.peers."
+            )
+        mtu = props.get("mtu")
+        if mtu is None or int(mtu) > VXLAN_MAX_MTU:
+            report_violation(
+                f"{where}: MTU {mtu} over VXLAN's {VXLAN_MAX_MTU} (50 bytes of encapsulation "
+                "below a 1500 underlay). Fix: ecoma:proxmox.sdn.mtu."
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule 10: Tailscale auth keys are single-use, pre-authorized and short-lived; burst nodes'
+# keys are ephemeral (their devices leave the tailnet when they go).
+
+MAX_KEY_EXPIRY_CONFIG = "max_key_expiry_seconds"
+DEFAULT_MAX_KEY_EXPIRY = 86_400
+
+
+def auth_keys_short_lived(args: ResourceValidationArgs, report_violation: Report) -> None:
+    if args.resource_type != "tailscale:index/tailnetKey:TailnetKey":
+        return
+    props, where = args.props, _where(args)
+    limit = int(args.get_config().get(MAX_KEY_EXPIRY_CONFIG) or DEFAULT_MAX_KEY_EXPIRY)
+    if _truthy(props.get("reusable")):
+        report_violation(f"{where}: a reusable auth key; each node gets its own single-use key.")
+    if not _truthy(props.get("preauthorized")):
+        report_violation(f"{where}: the key is not pre-authorized; a node would wait for approval.")
+    expiry = props.get("expiry")
+    if expiry is None or int(expiry) > limit:
+        report_violation(
+            f"{where}: the key lives {expiry} s (the provider's default is 90 days), over "
+            f"{limit} s. Fix: ecoma:tailscale.key_expiry."
+        )
+    if _under_cloud_pool(args.urn) and not _truthy(props.get("ephemeral")):
+        report_violation(
+            f"{where}: a burst node's key is not ephemeral; its device would stay in the "
+            "tailnet after the node is destroyed."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule 11: a VM boots from a disk it declares (the template's boot interface).
+
+
+def vm_boots_a_declared_disk(args: ResourceValidationArgs, report_violation: Report) -> None:
+    if args.resource_type != "proxmoxve:index/vmLegacy:VmLegacy":
+        return
+    interfaces = [str(_map(d).get("interface")) for d in _seq(args.props.get("disks"))]
+    order = [str(o) for o in _seq(args.props.get("bootOrders"))]
+    if not order or order[0] not in interfaces:
+        report_violation(
+            f"{_where(args)}: boots from {order[0] if order else 'the template default'}, "
+            f"not from one of its disks ({', '.join(interfaces)}): a clone whose OS disk sits "
+            "on another interface than the template's boots the unresized template disk. Fix: "
+            "ecoma:proxmox.template_boot_interface."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
 # The pack's policies.
 
 POLICIES: list[ResourceValidationPolicy] = [
@@ -597,6 +679,44 @@ POLICIES: list[ResourceValidationPolicy] = [
         ),
         validate=stateful_vms_protected,
         severity=Severity.CRITICAL,
+    ),
+    ResourceValidationPolicy(
+        name="sdn-zone-spans-its-nodes",
+        description=(
+            "A Proxmox Simple SDN zone is deployed on one hypervisor only (its traffic is local "
+            "to each node); a VXLAN zone has every hypervisor as a peer and an MTU of at most "
+            "1450."
+        ),
+        validate=sdn_zone_spans_its_nodes,
+        severity=Severity.CRITICAL,
+    ),
+    ResourceValidationPolicy(
+        name="auth-keys-short-lived",
+        description=(
+            "Tailscale auth keys are single-use, pre-authorized and expire within "
+            "max_key_expiry_seconds; burst nodes' keys are ephemeral."
+        ),
+        validate=auth_keys_short_lived,
+        config_schema=PolicyConfigSchema(
+            properties={
+                MAX_KEY_EXPIRY_CONFIG: {
+                    "type": "integer",
+                    "minimum": 60,
+                    "default": DEFAULT_MAX_KEY_EXPIRY,
+                    "description": "The longest an auth key may live, in seconds.",
+                }
+            }
+        ),
+        severity=Severity.HIGH,
+    ),
+    ResourceValidationPolicy(
+        name="vm-boots-a-declared-disk",
+        description=(
+            "A Proxmox VM's first boot device is one of its declared disks (the template's "
+            "boot interface), never a disk the provider would leave as cloned and unresized."
+        ),
+        validate=vm_boots_a_declared_disk,
+        severity=Severity.HIGH,
     ),
 ]
 

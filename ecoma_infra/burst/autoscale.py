@@ -117,7 +117,13 @@ def _add(
     pools = burst.pools()
     desired = dict(current)
     for _ in range(wanted):
-        cost = sum(desired[name] * pool.hourly_price_usd for name, pool in pools.items())
+        cost = sum(pool.hourly_cost(desired[name]) for name, pool in pools.items())
+
+        def more(provider: CloudProvider) -> float:
+            """What one more node of `provider` adds per hour (its pool's NAT with the first)."""
+            pool = pools[provider]
+            return pool.hourly_cost(desired[provider] + 1) - pool.hourly_cost(desired[provider])
+
         open_pools = [
             provider
             for provider in settings.preference
@@ -128,11 +134,11 @@ def _add(
         fits = [
             provider
             for provider in open_pools
-            if cost + pools[provider].hourly_price_usd <= burst.budget_usd_per_hour + _BUDGET_SLACK
+            if cost + more(provider) <= burst.budget_usd_per_hour + _BUDGET_SLACK
         ]
         if not fits:
-            cheapest = min(open_pools, key=lambda provider: pools[provider].hourly_price_usd)
-            after = cost + pools[cheapest].hourly_price_usd
+            cheapest = min(open_pools, key=more)
+            after = cost + more(cheapest)
             return desired, (
                 f"budget: one more node ({cheapest}) would cost {after:.4f} USD/h in all, "
                 f"above budget_usd_per_hour {burst.budget_usd_per_hour:g}"

@@ -163,7 +163,7 @@ def hourly_cost(config: StackConfig, counts: dict[CloudProvider, int] | None = N
     counts = counts or {}
     return round(
         sum(
-            counts.get(provider, pool.count) * pool.hourly_price_usd
+            pool.hourly_cost(counts.get(provider, pool.count))
             for provider, pool in config.burst.pools().items()
         ),
         4,

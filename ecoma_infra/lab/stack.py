@@ -64,7 +64,12 @@ def lab_spec(config: StackConfig, *, lab_id: str = "ecoma") -> LabSpec:
 
 def lab_inventory(stack: str, config: StackConfig, state: LabState) -> dict[str, Any]:
     facts = [
-        onprem_node_fact(node, config.storage, config.tailscale.subnet_routers)
+        onprem_node_fact(
+            node,
+            config.storage,
+            config.tailscale.subnet_routers,
+            config.proxmox.template_boot_interface,
+        )
         for node in config.nodes
         if node.provider == "proxmox"
     ]

@@ -296,7 +296,7 @@ class Telemetry:
             self.set("ecoma_burst_nodes", pool.count, provider=provider)
             self.set("ecoma_burst_pool_max", pool.max, provider=provider)
             self.set("ecoma_burst_nodes_expired", expired.get(provider, 0), provider=provider)
-            total += pool.count * pool.hourly_price_usd
+            total += pool.hourly_cost()
         self.set("ecoma_burst_hourly_cost_usd", round(total, 4))
         self.set("ecoma_burst_budget_usd_per_hour", config.burst.budget_usd_per_hour)
 

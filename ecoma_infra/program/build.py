@@ -106,13 +106,13 @@ def burst_summary(config: StackConfig) -> dict[str, Any]:
     pools = config.burst.pools()
     return {
         "budget_usd_per_hour": config.burst.budget_usd_per_hour,
-        "hourly_cost_usd": round(sum(p.count * p.hourly_price_usd for p in pools.values()), 4),
+        "hourly_cost_usd": round(sum(p.hourly_cost() for p in pools.values()), 4),
         "pools": {
             name: {
                 "count": pool.count,
                 "max": pool.max,
                 "ttl": pool.ttl,
-                "hourly_cost_usd": round(pool.count * pool.hourly_price_usd, 4),
+                "hourly_cost_usd": round(pool.hourly_cost(), 4),
                 "nodes": {
                     node: {
                         "launched_at": _iso(pool.launched_at.get(node)),

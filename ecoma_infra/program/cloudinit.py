@@ -14,6 +14,7 @@ import yaml
 TAILSCALE_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 TAILSCALE_REPO = "https://pkgs.tailscale.com/stable/debian"
 AUTH_KEY_FILE = "/run/ecoma/tailscale-auth-key"
+GUEST_AGENT = "qemu-guest-agent"
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class NodeBoot:
     authorized_keys: tuple[str, ...]
     tailscale_up_args: tuple[str, ...]
     ip_forwarding: bool = False
-    packages: tuple[str, ...] = field(default=("qemu-guest-agent",))
+    packages: tuple[str, ...] = field(default=(GUEST_AGENT,))
 
 
 def tailscale_up_args(
@@ -70,6 +71,12 @@ def render_user_data(boot: NodeBoot, tailscale_auth_key: str) -> str:
             }
         )
         runcmd.insert(0, ["sysctl", "--system"])
+    if GUEST_AGENT in boot.packages:
+        # Debian's qemu-guest-agent unit is static (no [Install]; udev starts it at boot) and
+        # its postinst does not start static units, so on first boot nothing would run it and
+        # Proxmox would wait out the agent timeout on every create and refresh. cloud-init
+        # installs `packages` before `runcmd`; later boots are udev's.
+        runcmd.insert(0, ["systemctl", "start", GUEST_AGENT])
     document: dict[str, object] = {
         "hostname": boot.hostname,
         "fqdn": f"{boot.hostname}.{boot.domain}",

@@ -10,16 +10,19 @@ from dataclasses import dataclass
 
 from ecoma_infra.stack.model import TIERS, Disk, StorageSettings, Tier
 
-# The OS disk is the template's first disk; every other tier has a fixed slot, so that adding
-# or removing one disk never renumbers (and so never rewrites) another.
-PROXMOX_OS_INTERFACE = "virtio0"
+# The OS disk stays on the interface the template boots from (`proxmox.template_boot_interface`):
+# the provider keeps a cloned disk only where the interface matches. Every other tier has a fixed
+# virtio slot, so that adding or removing one disk never renumbers (and so never rewrites) another.
 PROXMOX_TIER_INTERFACES: dict[Tier, str] = {
     "swap": "virtio1",
     "hot": "virtio2",
     "warm": "virtio3",
     "cold": "virtio4",
 }
-OCI_DEVICE_LETTERS = "bcdefg"  # oraclevda is the boot volume
+# What Debian's udev (60-persistent-storage.rules) links a disk's serial as, per bus: virtio-blk
+# exposes the serial itself; a QEMU SCSI disk's page-0x83 id is vendor "QEMU", model
+# "QEMU HARDDISK" and the serial, which scsi_id joins as 0QEMU_QEMU_HARDDISK_<serial>.
+_BY_ID_PREFIX = {"virtio": "virtio-", "scsi": "scsi-0QEMU_QEMU_HARDDISK_"}
 
 
 @dataclass(frozen=True)
@@ -31,15 +34,19 @@ class StorageFact:
     size_gb: int
     filesystem: str | None
     os_disk: bool
+    iscsi: dict[str, object] | None = None  # {address, port, iqn}: log in before `device` exists
 
     def as_inventory(self) -> dict[str, object]:
-        return {
+        found: dict[str, object] = {
             "tier": self.tier,
             "device": self.device,
             "size_gb": self.size_gb,
             "filesystem": self.filesystem,
             "os_disk": self.os_disk,
         }
+        if self.iscsi is not None:
+            found["iscsi"] = dict(self.iscsi)
+        return found
 
 
 def ordered(disks: list[Disk]) -> list[Disk]:
@@ -51,17 +58,18 @@ def extra_disks(disks: list[Disk]) -> list[Disk]:
     return [d for d in ordered(disks) if not d.os]
 
 
-def proxmox_interface(disk: Disk) -> str:
-    return PROXMOX_OS_INTERFACE if disk.os else PROXMOX_TIER_INTERFACES[disk.tier]
+def proxmox_interface(disk: Disk, boot_interface: str) -> str:
+    return boot_interface if disk.os else PROXMOX_TIER_INTERFACES[disk.tier]
 
 
 def proxmox_serial(disk: Disk) -> str:
-    # virtio-blk exposes the serial as /dev/disk/by-id/virtio-<serial>; 20 bytes at most.
+    # The guest sees the serial in its /dev/disk/by-id link; Proxmox allows 20 bytes.
     return disk.tier
 
 
-def proxmox_device(disk: Disk) -> str:
-    return f"/dev/disk/by-id/virtio-{proxmox_serial(disk)}"
+def proxmox_device(disk: Disk, boot_interface: str) -> str:
+    bus = proxmox_interface(disk, boot_interface).rstrip("0123456789")
+    return f"/dev/disk/by-id/{_BY_ID_PREFIX[bus]}{proxmox_serial(disk)}"
 
 
 def gcp_device_name(disk: Disk) -> str:
@@ -72,11 +80,10 @@ def gcp_device(disk: Disk) -> str:
     return f"/dev/disk/by-id/google-{gcp_device_name(disk)}"
 
 
-def oci_device(disks: list[Disk], disk: Disk) -> str:
-    if disk.os:
-        return "/dev/oracleoci/oraclevda"
-    index = extra_disks(disks).index(disk)
-    return f"/dev/oracleoci/oraclevd{OCI_DEVICE_LETTERS[index]}"
+def iscsi_device(address: str, port: int, iqn: str) -> str:
+    """Where Debian's udev links the one LUN of a logged-in iSCSI session (OCI exports each
+    volume as LUN 1 of its own target)."""
+    return f"/dev/disk/by-path/ip-{address}:{port}-iscsi-{iqn}-lun-1"
 
 
 def aws_device(volume_id: str) -> str:
@@ -84,11 +91,17 @@ def aws_device(volume_id: str) -> str:
     return f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"
 
 
-def fact(disk: Disk, device: str, storage: StorageSettings) -> StorageFact:
+def fact(
+    disk: Disk,
+    device: str,
+    storage: StorageSettings,
+    iscsi: dict[str, object] | None = None,
+) -> StorageFact:
     return StorageFact(
         tier=disk.tier,
         device=device,
         size_gb=disk.size_gb,
         filesystem=storage.filesystem_for(disk),
         os_disk=disk.os,
+        iscsi=iscsi,
     )

@@ -47,14 +47,18 @@ class NodeFact:
     tailscale_router: bool = False
 
 
-def onprem_node_fact(node: Node, storage: StorageSettings, routers: Sequence[str]) -> NodeFact:
-    """The facts of an on-prem node: its SDN address and its disks at their virtio by-id paths."""
+def onprem_node_fact(
+    node: Node, storage: StorageSettings, routers: Sequence[str], boot_interface: str
+) -> NodeFact:
+    """The facts of an on-prem node: its SDN address and its disks at their by-id paths."""
     return NodeFact(
         name=node.name,
         role=node.role,
         provider="proxmox",
         address=str(node.ip),
-        storage=tuple(fact(d, proxmox_device(d), storage) for d in ordered(node.disks)),
+        storage=tuple(
+            fact(d, proxmox_device(d, boot_interface), storage) for d in ordered(node.disks)
+        ),
         tailscale_router=node.name in routers,
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pulumi
+from google.protobuf import json_format
 from pulumi.runtime import mocks, rpc, settings
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
@@ -66,7 +67,16 @@ def _oci_availability_domains(args: dict[str, Any]) -> dict[str, Any]:
     return {"availabilityDomains": [{"name": f"Offline:EU-OFFLINE-1-AD-{n}"} for n in (1, 2, 3)]}
 
 
+def _aws_ami(args: dict[str, Any]) -> dict[str, Any]:
+    """The one AMI a pinned name finds: an id derived from the owner and the name."""
+    names = [v for f in args.get("filters") or [] if f.get("name") == "name" for v in f["values"]]
+    owners = args.get("owners") or []
+    ami = f"ami-{_digest(*owners, *names)}"
+    return {"id": ami, "imageId": ami, "name": names[0] if names else "", "ownerId": owners[0]}
+
+
 _INVOKES = {
+    "aws:ec2/getAmi:getAmi": _aws_ami,
     "tailscale:index/getDevice:getDevice": _tailscale_device,
     "oci:Identity/getAvailabilityDomains:getAvailabilityDomains": _oci_availability_domains,
 }
@@ -87,6 +97,11 @@ class OfflineMocks(pulumi.runtime.Mocks):
             root = dict(outputs.get("rootBlockDevice") or {})
             root["volumeId"] = f"vol-{_digest(args.name, 'root')}"
             outputs["rootBlockDevice"] = root
+        elif args.typ == "oci:Core/volumeAttachment:VolumeAttachment":
+            # What OCI computes for an iSCSI attachment: the one target of this volume.
+            outputs["ipv4"] = f"169.254.2.{int(_digest(args.name, length=4), 16) % 250 + 2}"
+            outputs["port"] = 3260
+            outputs["iqn"] = f"iqn.2015-12.com.oracleiaas:offline-{_digest(args.name)}"
         elif args.typ == "proxmoxve:index/fileLegacy:FileLegacy":
             raw = outputs.get("sourceRaw") or {}
             raw = raw["value"] if _is_secret(raw) else raw
@@ -115,6 +130,7 @@ class Recorded:
     depends_on: list[str]
     inputs: dict[str, Any]
     secret_outputs: list[str] = field(default_factory=list)
+    replacement_trigger: Any = None
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -141,6 +157,11 @@ class RecordingMonitor(mocks.MockMonitor):
                     depends_on=sorted(request.dependencies),
                     inputs=rpc.deserialize_properties(request.object, keep_unknowns=True),
                     secret_outputs=list(request.additionalSecretOutputs),
+                    replacement_trigger=(
+                        json_format.MessageToDict(request.replacement_trigger)
+                        if request.HasField("replacement_trigger")
+                        else None
+                    ),
                 )
             )
         return response

@@ -78,6 +78,9 @@ def load_stack_file(path: Path, *, require_secrets: bool = False) -> LoadedStack
         if not (isinstance(value, dict) and set(value) == {"secure"})
     ]
     config = parse_stack_config(values, source, earlier_issues=issues)
+    shared = shared_tailnet_issues(path, config)
+    if shared:
+        raise ConfigError(source, shared)
     present = frozenset(secrets)
     missing = [key for key in required_secrets(config) if key not in present]
     notices: tuple[str, ...] = ()
@@ -139,6 +142,15 @@ _PATTERN_HINTS = {
 }
 
 
+# Where one field name means different things in different models.
+_MODEL_PATTERN_HINTS = {
+    ("AwsImage", "name"): "the exact AMI name, e.g. debian-12-amd64-20250610-2137, without "
+    "wildcards (a newer image would replace every running burst node at the next up)",
+    ("AwsImage", "owner"): "the 12-digit AWS account that publishes the AMI (Debian: 136693071363)",
+    ("ProxmoxSdn", "bridge"): "a bridge name such as vmbr0",
+}
+
+
 def _where(loc: Sequence[int | str], values: Mapping[str, Any]) -> str:
     parts: list[str] = []
     node: Any = values
@@ -196,23 +208,82 @@ def _translate(error: Mapping[str, Any], values: Mapping[str, Any]) -> ConfigIss
     loc = tuple(error["loc"])
     where = _where(loc, values)
     kind = error["type"]
-    field = next((str(s) for s in reversed(loc) if isinstance(s, str)), "")
-    message = str(error["msg"])
     if kind == "extra_forbidden":
         model = _model_at(loc)
         allowed = ", ".join(model.model_fields) if model else "see `ecoma-infra schema`"
         return ConfigIssue(where, "unknown field", f"remove it or fix its spelling ({allowed})")
     if kind == "missing":
-        return ConfigIssue(where, "required field is missing", "add it (see `ecoma-infra schema`)")
+        return ConfigIssue(where, "required field is missing", _fix(error, loc))
     if kind == "string_pattern_mismatch":
-        hint = _PATTERN_HINTS.get(field, "see `ecoma-infra schema` for the expected form")
-        return ConfigIssue(where, f"{error.get('input')!r} is not valid", f"use {hint}")
-    if kind == "literal_error":
-        return ConfigIssue(where, message, "use one of the listed values")
-    if kind.startswith("ip_v4"):
-        return ConfigIssue(
-            where,
-            message,
-            "give an address like 10.41.1.20 or a network like 10.41.1.0/24 with no host bits set",
+        return ConfigIssue(where, f"{error.get('input')!r} is not valid", _fix(error, loc))
+    return ConfigIssue(where, str(error["msg"]), _fix(error, loc))
+
+
+def _fix(error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
+    """What would fix a shape error, from its kind and the field's own description."""
+    kind = error["type"]
+    field = next((str(s) for s in reversed(loc) if isinstance(s, str)), "")
+    model = _model_at(loc)
+    spec = model.model_fields.get(field) if model else None
+    described = f": {spec.description}" if spec and spec.description else ""
+    if kind == "missing":
+        return f"add it{described} (see `ecoma-infra schema`)"
+    if kind == "model_type" and spec is not None:
+        inner = _model_at((*loc, "_"))
+        fields = ", ".join(inner.model_fields) if inner else "see `ecoma-infra schema`"
+        return f"give a mapping with {fields}{described}"
+    if kind == "string_pattern_mismatch":
+        hint = _MODEL_PATTERN_HINTS.get((model.__name__ if model else "", field)) or (
+            _PATTERN_HINTS.get(field, "see `ecoma-infra schema` for the expected form")
         )
-    return ConfigIssue(where, message, "change the value as the message says")
+        return f"use {hint}"
+    if kind == "literal_error":
+        return "use one of the listed values"
+    if kind.startswith("ip_v4"):
+        return (
+            "give an address like 10.41.1.20 or a network like 10.41.1.0/24 with no host bits set"
+        )
+    return "change the value as the message says"
+
+
+def shared_tailnet_issues(path: Path, config: StackConfig) -> list[ConfigIssue]:
+    """One tailnet per stack, across the stack files beside `path`.
+
+    Two stacks in one tailnet would each replace the other's whole policy (`tailscale.Acl`
+    "controls a tailnet's entire policy file"), advertise the same SDN subnet (Tailscale treats
+    two routers of one subnet as failover for each other, so one site's traffic goes to the
+    other), and register the same hostnames (cpl-1, wkr-aws-1, ...), so device look-ups by
+    hostname could find the other stack's machine.
+    """
+    mine = config.tailscale
+    issues: list[ConfigIssue] = []
+    for other in sorted(path.resolve().parent.glob("Pulumi.*.yaml")):
+        if other.resolve() == path.resolve():
+            continue
+        theirs = _tailscale_block(other)
+        for field in ("tailnet", "magic_dns_suffix"):
+            value = getattr(mine, field)
+            if str(theirs.get(field, "")).strip().lower() == value.strip().lower():
+                issues.append(
+                    ConfigIssue(
+                        f"{NAMESPACE}:tailscale.{field}",
+                        f"'{value}' is also the {field} of {other.name}: two stacks in one "
+                        "tailnet overwrite each other's policy, advertise the same subnet "
+                        "as failover for each other and share hostnames",
+                        "give each stack its own tailnet (its own OAuth client and "
+                        "magic_dns_suffix)",
+                    )
+                )
+    return issues
+
+
+def _tailscale_block(path: Path) -> dict[str, Any]:
+    """The `ecoma:tailscale` block of another stack file; nothing when it cannot be read (that
+    file's own validation reports why)."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    config = document.get("config") if isinstance(document, dict) else None
+    block = config.get(f"{NAMESPACE}:tailscale") if isinstance(config, dict) else None
+    return block if isinstance(block, dict) else {}

@@ -91,17 +91,66 @@ class NetworkPlan(_Model):
     node_local_dns_ip: IPv4Address = IPv4Address("169.254.20.10")
     kube_vip: IPv4Address = IPv4Address("10.41.1.254")
     sdn_gateway: IPv4Address = IPv4Address("10.41.1.1")
+    # No default: nothing in the SDN serves DNS by itself (a Proxmox Simple zone runs dnsmasq
+    # only with DHCP on, and an L2 zone has no Proxmox gateway at all), and cloud-init's apt and
+    # the Tailscale install need a resolver on first boot. The stack file names them.
     dns_servers: list[IPv4Address] = Field(
-        default_factory=lambda: [IPv4Address("10.41.1.1")],
         min_length=1,
-        description="Resolvers that cloud-init writes for on-prem nodes.",
+        max_length=3,
+        description="Resolvers that cloud-init writes for on-prem nodes, reachable from the SDN "
+        "subnet on first boot (glibc uses at most 3).",
     )
     search_domain: str = "ecoma.internal"
 
 
+SdnKind = Literal["simple", "vlan", "vxlan"]
+VXLAN_OVERHEAD = 50  # bytes a VXLAN header costs (pulumi_proxmoxve sdn/zone/vxlan.py)
+# Tailscale's MTU is 1280; its WireGuard packets add 80 bytes over IPv6 (60 over IPv4), so the
+# underlay must carry at least 1360 for the overlay never to fragment.
+MIN_UNDERLAY_MTU = 1360
+
+
 class ProxmoxSdn(_Model):
+    """The SDN zone the nodes' subnet lives in.
+
+    `simple`: a bridge local to each hypervisor ("VM traffic is only local on each the node",
+    pulumi_proxmoxve sdn/zone/simple.py); Proxmox runs the gateway and SNAT on it. One
+    hypervisor only. `vlan`: a VLAN tag on a bridge that every hypervisor already has; nodes on
+    different hypervisors share one layer 2 (kube-vip's ARP address works), and the site's
+    router serves the gateway address (Proxmox deploys gateways only on layer-3 zones).
+    `vxlan`: layer 2 over UDP between the hypervisors' addresses (`peers`), MTU 50 bytes below
+    the underlay's; the gateway likewise lives on a router in that layer 2.
+    """
+
     zone: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,7}$")] = "ecoma"
     vnet: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,7}$")] = "ecomanet"
+    kind: SdnKind = Field(
+        default="simple", description="simple (one hypervisor), vlan or vxlan (span hypervisors)."
+    )
+    bridge: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$",
+        description="vlan: the bridge on every hypervisor that carries the VLAN, e.g. vmbr0.",
+    )
+    tag: int | None = Field(
+        default=None, ge=1, le=16_777_215, description="vlan: the VLAN id (1-4094); vxlan: the VNI."
+    )
+    peers: dict[Name, IPv4Address] = Field(
+        default_factory=dict,
+        description="vxlan: every hypervisor's underlay address (the VXLAN peers).",
+    )
+    mtu: int | None = Field(
+        default=None,
+        ge=MIN_UNDERLAY_MTU,
+        le=9000,
+        description="vxlan: the zone's MTU, 50 below the underlay's (default 1450).",
+    )
+
+    @property
+    def zone_mtu(self) -> int | None:
+        if self.kind == "vxlan":
+            return self.mtu or 1500 - VXLAN_OVERHEAD
+        return self.mtu
 
 
 class ProxmoxSettings(_Model):
@@ -111,6 +160,14 @@ class ProxmoxSettings(_Model):
     template_vm_id: int = Field(9000, ge=100, description="Debian 12 cloud-image template.")
     template_node: Name | None = Field(
         None, description="Hypervisor holding the template (default: the first hypervisor)."
+    )
+    # The provider keeps a cloned disk only where the interface matches the template's: any other
+    # interface gets a new blank disk (bpg provider, vm/disk CreateClone), so the OS disk must sit
+    # on the interface the template boots from. No default: a wrong guess boots the unresized
+    # template disk next to a blank one.
+    template_boot_interface: Literal["virtio0", "scsi0"] = Field(
+        description="The disk interface template 9000 boots from: virtio0, or scsi0 (the Proxmox "
+        "wiki's cloud-init recipe)."
     )
     ssh_username: str = Field(
         "root", description="SSH user the provider uploads cloud-init snippets with."
@@ -164,7 +221,6 @@ class BurstPool(_Model):
     region: str = Field(min_length=1)
     zone: str = Field(min_length=1, description="AZ, zone or availability domain.")
     instance_type: str = Field(min_length=1, description="Instance type, machine type or shape.")
-    image: str = Field(min_length=1, description="AMI id, image self-link or image OCID.")
     ttl: Duration = Field("4h", description="Time to live of a burst node, e.g. 90m, 4h, 1d.")
     vpc_cidr: IPv4Network
     subnet_cidr: IPv4Network
@@ -186,6 +242,16 @@ class BurstPool(_Model):
     def ttl_seconds(self) -> int:
         return duration_seconds(self.ttl)
 
+    @property
+    def shared_hourly_price_usd(self) -> float:
+        """What the pool costs per hour while it has any node, beyond the nodes themselves."""
+        return 0.0
+
+    def hourly_cost(self, count: int | None = None) -> float:
+        """The pool's cost per hour with `count` nodes (default: its count now)."""
+        count = self.count if count is None else count
+        return count * self.hourly_price_usd + (self.shared_hourly_price_usd if count else 0.0)
+
     def node_names(self, provider: str) -> list[str]:
         """The running nodes: every leased node, then the lowest free indices up to `count`.
 
@@ -202,14 +268,47 @@ class BurstPool(_Model):
         return sorted(names, key=lambda name: burst_node_index(provider, name) or 0)
 
 
+DEBIAN_AWS_ACCOUNT = "136693071363"  # the Debian cloud team's AWS account (wiki.debian.org/Cloud)
+
+
+class AwsImage(_Model):
+    """The AMI, looked up by owner and exact name in the pool's region (AMI ids differ per
+    region). The name is pinned: an AMI change replaces every running burst node at the next
+    `up`, without a drain, so a new Debian build is taken on purpose, not by surprise."""
+
+    owner: str = Field(
+        DEBIAN_AWS_ACCOUNT,
+        pattern=r"^[0-9]{12}$",
+        description="The AWS account that publishes the AMI (default: Debian's).",
+    )
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9()\[\]./'@_ -]{3,128}$",
+        description="The exact AMI name, e.g. debian-12-amd64-20250610-2137 (no wildcards).",
+    )
+
+
 class AwsPool(BurstPool):
+    image: AwsImage = Field(description="The Debian 12 AMI by owner and exact name.")
     role_arn: str | None = Field(
         None, description="IAM role assumed with the CI's OIDC token (no long-lived keys)."
     )
+    nat_hourly_price_usd: float = Field(
+        0.057,
+        ge=0,
+        description="NAT gateway and its public IPv4 per hour (eu-central-1: 0.052 + 0.005); "
+        "the pool has them only while it has nodes and no public_ip.",
+    )
+
+    @property
+    def shared_hourly_price_usd(self) -> float:
+        return 0.0 if self.public_ip else self.nat_hourly_price_usd
 
 
 class GcpPool(BurstPool):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    image: str = Field(
+        min_length=1, description="Image self-link or family, e.g. projects/debian-cloud/..."
+    )
 
 
 class OciPool(BurstPool):
@@ -219,6 +318,7 @@ class OciPool(BurstPool):
     fingerprint: str = Field(
         pattern=r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$", description="Of the oci_private_key."
     )
+    image: str = Field(pattern=r"^ocid1\.image\.", description="The image OCID.")
     ocpus: float | None = Field(None, gt=0, description="For flexible shapes.")
     memory_gb: float | None = Field(None, gt=0, description="For flexible shapes.")
 
@@ -346,7 +446,7 @@ class CredentialPolicy(_Model):
 
 
 class StackConfig(_Model):
-    network: NetworkPlan = NetworkPlan()
+    network: NetworkPlan
     proxmox: ProxmoxSettings
     ssh: SshSettings
     nodes: list[Node] = Field(min_length=1)

@@ -25,6 +25,7 @@ from ecoma_infra.stack.model import (
 from ecoma_infra.stack.names import burst_node_index, burst_node_names
 
 OCI_MIN_VOLUME_GB = 50  # OCI's smallest block and boot volume
+MAX_VLAN_ID = 4094
 
 
 def check_rules(config: StackConfig) -> list[ConfigIssue]:
@@ -33,6 +34,8 @@ def check_rules(config: StackConfig) -> list[ConfigIssue]:
         *_node_rules(config),
         *_uniqueness_rules(config),
         *_network_rules(config),
+        *_sdn_rules(config),
+        *_resolver_rules(config),
         *_burst_rules(config),
         *_tailscale_rules(config),
         *_credential_rules(config),
@@ -290,7 +293,7 @@ def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
         yield from _lease_rules(where, provider, pool)
     if burst.autoscale is not None:
         yield from _autoscale_rules(burst.autoscale, pools)
-    hourly = sum(pool.count * pool.hourly_price_usd for pool in pools.values())
+    hourly = sum(pool.hourly_cost() for pool in pools.values())
     if hourly > burst.budget_usd_per_hour:
         yield ConfigIssue(
             f"{NAMESPACE}:burst.budget_usd_per_hour",
@@ -394,3 +397,108 @@ def _tailscale_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                 f"tag {role} is shared by several roles",
                 "give each role its own tag, so the tailnet policy can tell them apart",
             )
+
+
+def _sdn_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    """The zone must reach every hypervisor that holds a node (see `ProxmoxSdn`)."""
+    sdn = config.proxmox.sdn
+    where = f"{NAMESPACE}:proxmox.sdn"
+    hypervisors = sorted(set(config.proxmox.hypervisors))
+    only_for = {
+        "bridge": ("vlan",),
+        "tag": ("vlan", "vxlan"),
+        "mtu": ("vxlan",),
+        "peers": ("vxlan",),
+    }
+    for field, kinds in only_for.items():
+        if getattr(sdn, field) and sdn.kind not in kinds:
+            yield ConfigIssue(
+                f"{where}.{field}",
+                f"`{field}` is for a {' or '.join(kinds)} zone, this one is {sdn.kind}",
+                f"remove `{field}`, or set kind: {kinds[0]}",
+            )
+    if sdn.kind == "simple" and len(hypervisors) > 1:
+        yield ConfigIssue(
+            f"{where}.kind",
+            "a simple zone is local to each hypervisor (Proxmox: 'VM traffic is only local on "
+            f"each the node'), so nodes on {', '.join(hypervisors)} could not reach each other, "
+            "the kube-vip address or the subnet routers",
+            "set kind: vlan (with bridge and tag) or kind: vxlan (with peers and tag), "
+            "or keep to one hypervisor",
+        )
+    if sdn.kind == "vlan":
+        if not sdn.bridge:
+            yield ConfigIssue(
+                f"{where}.bridge",
+                "a vlan zone needs the bridge that carries the VLAN on every hypervisor",
+                "set bridge: the bridge every hypervisor has on the trunk, e.g. vmbr0",
+            )
+        if sdn.tag is None or sdn.tag > MAX_VLAN_ID:
+            yield ConfigIssue(
+                f"{where}.tag",
+                "a vlan zone needs the VLAN id"
+                + ("" if sdn.tag is None else f"; {sdn.tag} is above {MAX_VLAN_ID}"),
+                f"set tag: the VLAN id (1-{MAX_VLAN_ID}) the switch carries between hypervisors",
+            )
+    if sdn.kind == "vxlan":
+        if sdn.tag is None:
+            yield ConfigIssue(
+                f"{where}.tag",
+                "a vxlan zone's vnet needs its VXLAN id (VNI)",
+                "set tag: a VNI (1-16777215) unused by other zones",
+            )
+        missing = [name for name in hypervisors if name not in sdn.peers]
+        if missing:
+            yield ConfigIssue(
+                f"{where}.peers",
+                f"no underlay address for {', '.join(missing)}; Proxmox: 'All nodes in the "
+                "cluster need to be mentioned here'",
+                "list every hypervisor with the address its peers reach it at, "
+                "e.g. peers: {pve1: 192.168.10.11}",
+            )
+        unknown = sorted(set(sdn.peers) - set(hypervisors))
+        if unknown:
+            yield ConfigIssue(
+                f"{where}.peers",
+                f"{', '.join(unknown)} not in ecoma:proxmox.hypervisors",
+                "list only the stack's hypervisors",
+            )
+        for address in _duplicates(sdn.peers.values()):
+            yield ConfigIssue(
+                f"{where}.peers",
+                f"{address} is given for more than one hypervisor",
+                "give each hypervisor its own underlay address",
+            )
+
+
+def _resolver_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    """Resolvers must answer at first boot, before Kubernetes or Tailscale exist."""
+    plan = config.network
+    where = f"{NAMESPACE}:network.dns_servers"
+    not_yet = [
+        (plan.service_cidr, "the Kubernetes service range"),
+        (plan.pod_cidr, "the pod range"),
+        (plan.tailscale_cidr, "the Tailscale range"),
+        (plan.link_local_cidr, "the link-local range (NodeLocal DNS)"),
+    ]
+    for server in plan.dns_servers:
+        for network, what in not_yet:
+            if server in network:
+                yield ConfigIssue(
+                    where,
+                    f"{server} is in {what}, which does not exist yet when cloud-init runs",
+                    "name resolvers reachable from the SDN subnet on first boot",
+                )
+        if server == plan.sdn_gateway and config.proxmox.sdn.kind == "simple":
+            yield ConfigIssue(
+                where,
+                f"{server} is the simple zone's gateway, and Proxmox runs no DNS there (dnsmasq "
+                "only serves a zone with DHCP, which this one does not use)",
+                "name resolvers that answer, e.g. the site's DNS or a public resolver",
+            )
+        if server == plan.kube_vip:
+            yield ConfigIssue(
+                where, f"{server} is the kube-vip address", "name resolvers that answer"
+            )
+    for server in _duplicates(plan.dns_servers):
+        yield ConfigIssue(where, f"{server} is listed twice", "list each resolver once")

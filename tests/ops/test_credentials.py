@@ -57,8 +57,8 @@ STAGING_KEYS = {
 
 
 @pytest.fixture
-def tailscale() -> Iterator[SimulatedTailscale]:
-    with SimulatedTailscale() as api:
+def tailscale(staging: StackConfig) -> Iterator[SimulatedTailscale]:
+    with SimulatedTailscale(tailnet=staging.tailscale.tailnet) as api:
         yield api
 
 

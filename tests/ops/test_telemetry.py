@@ -105,7 +105,12 @@ def one(samples: Samples, name: str, **wanted: str) -> float:
 def stack_config(**pools: tuple[int, int]) -> Any:
     """A stand-in `StackConfig`: provider=(count, max) at 0.5 USD/h a node, budget 2 USD/h."""
     made = {
-        provider: SimpleNamespace(count=count, max=most, hourly_price_usd=0.5)
+        provider: SimpleNamespace(
+            count=count,
+            max=most,
+            hourly_price_usd=0.5,
+            hourly_cost=lambda count=count: count * 0.5,
+        )
         for provider, (count, most) in pools.items()
     }
     return SimpleNamespace(burst=SimpleNamespace(pools=lambda: made, budget_usd_per_hour=2.0))

@@ -798,3 +798,78 @@ def test_every_taggable_cloud_type_of_the_previews_is_known(
         parameters = inspect.signature(cls._internal_init).parameters
         field = {"aws": "tags", "gcp": "labels", "oci": "freeform_tags"}[package]
         assert (field in parameters) is (resource_type in rules.TAGGABLE_TYPES), resource_type
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule: the SDN zone reaches every hypervisor it is deployed on.
+
+SIMPLE = "proxmoxve:sdn/zone/simple:Simple"
+VXLAN = "proxmoxve:sdn/zone/vxlan:Vxlan"
+
+
+def test_a_simple_zone_may_hold_one_hypervisor_only():
+    assert violations("sdn-zone-spans-its-nodes", SIMPLE, {"nodes": ["pve1"]}) == []
+    [found] = violations("sdn-zone-spans-its-nodes", SIMPLE, {"nodes": ["pve1", "pve2"]})
+    assert "local to each hypervisor" in found
+
+
+def test_a_vxlan_zone_peers_every_hypervisor_within_its_mtu():
+    nodes = ["pve1", "pve2", "pve3"]
+    peers = ["192.168.10.11", "192.168.10.12", "192.168.10.13"]
+    ok = {"nodes": nodes, "peers": peers, "mtu": 1450}
+    assert violations("sdn-zone-spans-its-nodes", VXLAN, ok) == []
+    [short] = violations("sdn-zone-spans-its-nodes", VXLAN, {**ok, "peers": peers[:2]})
+    assert "2 VXLAN peers for 3 hypervisors" in short
+    [mtu] = violations("sdn-zone-spans-its-nodes", VXLAN, {**ok, "mtu": 1500})
+    assert "MTU 1500 over VXLAN's 1450" in mtu
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule: auth keys are single-use, pre-authorized, short-lived; burst nodes' are ephemeral.
+
+KEY = "tailscale:index/tailnetKey:TailnetKey"
+GOOD_KEY = {"reusable": False, "preauthorized": True, "expiry": 3600, "ephemeral": True}
+
+
+def test_burst_node_keys_are_ephemeral_and_short_lived():
+    cloud = URN.format(type=KEY, name="k")
+    assert violations("auth-keys-short-lived", KEY, GOOD_KEY, urn=cloud) == []
+    [ephemeral] = violations(
+        "auth-keys-short-lived", KEY, {**GOOD_KEY, "ephemeral": False}, urn=cloud
+    )
+    assert "not ephemeral" in ephemeral
+    [long] = violations("auth-keys-short-lived", KEY, {**GOOD_KEY, "expiry": 7_776_000}, urn=cloud)
+    assert "over 86400 s" in long
+    [default] = violations("auth-keys-short-lived", KEY, {**GOOD_KEY, "expiry": None}, urn=cloud)
+    assert "90 days" in default
+    [reusable] = violations("auth-keys-short-lived", KEY, {**GOOD_KEY, "reusable": True}, urn=cloud)
+    assert "reusable" in reusable
+
+
+def test_onprem_keys_need_not_be_ephemeral_but_short_lived():
+    onprem = "urn:pulumi:prod::ecoma::pulumi:pulumi:Stack$ecoma:proxmox:Node$" + KEY + "::k"
+    key = {**GOOD_KEY, "ephemeral": False}
+    assert violations("auth-keys-short-lived", KEY, key, urn=onprem) == []
+    tight = {MAX_KEY_CONFIG: 1800}
+    [found] = violations("auth-keys-short-lived", KEY, key, urn=onprem, config=tight)
+    assert "over 1800 s" in found
+
+
+MAX_KEY_CONFIG = "max_key_expiry_seconds"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule: a VM boots from a disk it declares.
+
+
+def test_a_vm_boots_from_its_os_disk_interface():
+    disks = [{"interface": "scsi0"}, {"interface": "virtio2"}]
+    assert (
+        violations("vm-boots-a-declared-disk", VM, {"disks": disks, "bootOrders": ["scsi0"]}) == []
+    )
+    [blank] = violations(
+        "vm-boots-a-declared-disk", VM, {"disks": disks, "bootOrders": ["virtio0"]}
+    )
+    assert "boots from virtio0" in blank
+    [unset] = violations("vm-boots-a-declared-disk", VM, {"disks": disks})
+    assert "the template default" in unset

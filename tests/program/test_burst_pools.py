@@ -39,7 +39,7 @@ from ecoma_infra.program.inventory import NodeFact
 from ecoma_infra.program.offline import Recorded
 from ecoma_infra.program.tags import COST_TAG_KEYS
 from ecoma_infra.stack.load import load_stack_file
-from ecoma_infra.stack.model import BurstPool, CloudProvider, StackConfig
+from ecoma_infra.stack.model import AwsPool, BurstPool, CloudProvider, StackConfig
 from ecoma_infra.stack.pulumi_config import Secrets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +66,29 @@ def ad_name(index: int) -> str:
     return f"Uocm:EU-FRANKFURT-1-AD-{index}"
 
 
+@dataclass
+class Call:
+    token: str
+    args: dict[str, Any]
+    provider: str
+    result: dict[str, Any]
+
+
+AMI_ID = "ami-0a1b2c3d4e5f60718"
+
+
+def iscsi_address(attachment: str) -> str:
+    return f"169.254.2.{int(hashlib.sha256(attachment.encode()).hexdigest(), 16) % 200 + 2}"
+
+
+def iscsi_iqn(attachment: str) -> str:
+    return f"iqn.2015-12.com.oracleiaas:{hashlib.sha256(attachment.encode()).hexdigest()[:12]}"
+
+
 class CloudMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
         resource_id = f"{args.name}-id"
@@ -80,6 +102,9 @@ class CloudMocks(pulumi.runtime.Mocks):
             }
         elif args.typ == TAILSCALE_KEY:
             outputs["key"] = f"tskey-auth-{args.name}"
+        elif args.typ == "oci:Core/volumeAttachment:VolumeAttachment":
+            # What OCI computes for an iSCSI attachment: the target of this one volume.
+            outputs.update(ipv4=iscsi_address(args.name), port=3260, iqn=iscsi_iqn(args.name))
         elif args.typ in ("gcp:compute/network:Network", "gcp:compute/router:Router"):
             outputs["name"] = args.name
             outputs["selfLink"] = f"https://compute.googleapis.com/{args.name}"
@@ -99,6 +124,10 @@ class CloudMocks(pulumi.runtime.Mocks):
                 "compartmentId": args.args["compartmentId"],
                 "id": "ads",
             }, []
+        if args.token == "aws:ec2/getAmi:getAmi":
+            result = {"id": AMI_ID, "name": args.args["filters"][0]["values"][0]}
+            self.calls.append(Call(args.token, dict(args.args), args.provider, result))
+            return result, []
         return {}, []
 
 
@@ -333,6 +362,16 @@ def test_count_n_gives_n_instances_and_one_volume_per_extra_disk(
     assert len(built.component.node_facts) == 3
 
 
+# What an AWS pool without public IPs has only while it has nodes: the NAT gateway and its
+# address bill by the hour, used or not.
+AWS_NAT_PATH = [
+    "aws:ec2/natGateway:NatGateway",
+    "aws:ec2/eip:Eip",
+    "aws:ec2/routeTable:RouteTable",
+    "aws:ec2/routeTableAssociation:RouteTableAssociation",
+]
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_count_zero_creates_no_node_but_keeps_the_network(
     monitor: RecordingMonitor, prod: StackConfig, provider: CloudProvider
@@ -342,6 +381,8 @@ def test_count_zero_creates_no_node_but_keeps_the_network(
     for typ in (INSTANCE[provider], VOLUME[provider], TAILSCALE_KEY, *ATTACHMENT.values()):
         assert monitor.of_type(typ) == [], typ
     for typ in NETWORK[provider]:
+        if provider == "aws" and typ in AWS_NAT_PATH:
+            continue  # prod's AWS pool has no public IPs: its egress path is the NAT's
         assert monitor.of_type(typ), f"{typ} missing from an empty pool"
     assert built.component.instances == {}
     assert built.component.node_facts == []
@@ -710,7 +751,7 @@ def test_gcp_node_facts_use_the_device_names_given_to_the_disks(
     assert instance.inputs["attachedDisks"][0]["source"] == "burst-gcp-wkr-gcp-1-warm-id"
 
 
-def test_oci_node_facts_use_consistent_device_paths(
+def test_oci_node_facts_use_the_iscsi_by_path_links(
     monitor: RecordingMonitor, prod: StackConfig
 ) -> None:
     pool = prod_pool(
@@ -725,21 +766,34 @@ def test_oci_node_facts_use_consistent_device_paths(
     )
     built = build(prod, "oci", pool)
     (fact,) = [resolve(f) for f in built.component.node_facts]
+    swap, cold = (f"burst-oci-wkr-oci-1-{tier}-attachment" for tier in ("swap", "cold"))
+    # Each data disk at the by-path link of its own iSCSI target: a path no other disk can
+    # have, and that does not exist unless the login to that target worked.
     assert storage_of(fact) == {
-        "hot": ("/dev/oracleoci/oraclevda", True),
-        "swap": ("/dev/oracleoci/oraclevdb", False),
-        "cold": ("/dev/oracleoci/oraclevdc", False),
+        "hot": ("", True),
+        "swap": (
+            f"/dev/disk/by-path/ip-{iscsi_address(swap)}:3260-iscsi-{iscsi_iqn(swap)}-lun-1",
+            False,
+        ),
+        "cold": (
+            f"/dev/disk/by-path/ip-{iscsi_address(cold)}:3260-iscsi-{iscsi_iqn(cold)}-lun-1",
+            False,
+        ),
+    }
+    targets = {d.tier: d.iscsi for d in fact.storage}
+    assert targets == {
+        "hot": None,
+        "swap": {"address": iscsi_address(swap), "port": 3260, "iqn": iscsi_iqn(swap)},
+        "cold": {"address": iscsi_address(cold), "port": 3260, "iqn": iscsi_iqn(cold)},
     }
     attachments = {
         r.name: r.inputs for r in monitor.of_type("oci:Core/volumeAttachment:VolumeAttachment")
     }
-    assert {name: a["device"] for name, a in attachments.items()} == {
-        "burst-oci-wkr-oci-1-swap-attachment": "/dev/oracleoci/oraclevdb",
-        "burst-oci-wkr-oci-1-cold-attachment": "/dev/oracleoci/oraclevdc",
-    }
+    assert set(attachments) == {swap, cold}
     for attachment in attachments.values():
-        assert attachment["attachmentType"] == "paravirtualized"
-        assert attachment["isPvEncryptionInTransitEnabled"] is True
+        assert attachment["attachmentType"] == "iscsi"
+        assert attachment["isAgentAutoIscsiLoginEnabled"] is False
+        assert "device" not in attachment  # no consistent device paths on a Debian image
 
 
 def test_oci_instance_shape_ad_and_minimum_volume_size(
@@ -855,3 +909,51 @@ def test_a_subnet_that_fills_the_vpc_leaves_no_room_for_nat() -> None:
 
     with pytest.raises(EcomaError, match="public_ip: true"):
         aws_pool.nat_subnet_cidr(IPv4Network("10.50.0.0/16"), IPv4Network("10.50.0.0/16"))
+
+
+@pytest.mark.parametrize("count", [0, 1])
+def test_aws_nat_gateway_exists_only_while_the_pool_has_nodes(
+    monitor: RecordingMonitor, prod: StackConfig, count: int
+) -> None:
+    pool = prod_pool(prod, "aws", count=count)
+    assert isinstance(pool, AwsPool)
+    assert not pool.public_ip
+    build(prod, "aws", pool)
+
+    # With nodes: the NAT, its address, and two routes (NAT subnet -> internet gateway,
+    # node subnet -> NAT) with their associations. Without: none of them.
+    expected = dict.fromkeys(AWS_NAT_PATH[:2], count) | dict.fromkeys(AWS_NAT_PATH[2:], 2 * count)
+    for typ, number in expected.items():
+        assert len(monitor.of_type(typ)) == number, typ
+    # ... and the budget counts it exactly then.
+    assert pool.hourly_cost() == pytest.approx(count * (pool.hourly_price_usd + 0.057))
+
+
+def test_aws_ami_is_looked_up_by_owner_and_pinned_name_with_the_pools_provider(
+    monitor: RecordingMonitor, prod: StackConfig
+) -> None:
+    pool = prod_pool(prod, "aws", count=2)
+    assert isinstance(pool, AwsPool)
+    build(prod, "aws", pool)
+
+    assert isinstance(monitor.mocks, CloudMocks)
+    lookups = [c for c in monitor.mocks.calls if c.token == "aws:ec2/getAmi:getAmi"]
+    assert len(lookups) == 1
+    assert lookups[0].args["owners"] == ["136693071363"]
+    assert lookups[0].args["filters"] == [{"name": "name", "values": [pool.image.name]}]
+    # Through the pool's explicit provider, never the default one with ambient credentials.
+    assert "pulumi:providers:aws::" in lookups[0].provider
+    assert "default" not in lookups[0].provider.split("::")[-1]
+    assert {r.inputs["ami"] for r in monitor.of_type(INSTANCE["aws"])} == {AMI_ID}
+
+
+def test_aws_volume_detach_stops_the_drained_instance_first_never_forces(
+    monitor: RecordingMonitor, prod: StackConfig
+) -> None:
+    build(prod, "aws", prod_pool(prod, "aws", count=1))
+
+    attachments = monitor.of_type(ATTACHMENT["aws"])
+    assert attachments
+    for attachment in attachments:
+        assert attachment.inputs["stopInstanceBeforeDetaching"] is True
+        assert "forceDetach" not in attachment.inputs

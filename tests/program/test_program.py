@@ -63,7 +63,9 @@ def test_every_node_gets_a_clone_of_the_template_with_its_disks(prod_onprem: Pre
             made = disks[disk.tier]
             assert made["datastoreId"] == config.proxmox.datastores[disk.tier]
             assert made["size"] == disk.size_gb
-            assert (made["interface"] == "virtio0") is disk.os
+            assert (made["interface"] == config.proxmox.template_boot_interface) is disk.os
+        # The VM boots from the template's own disk, never a blank one beside it.
+        assert inputs["bootOrders"] == [config.proxmox.template_boot_interface]
 
 
 def test_disk_slots_are_fixed_per_tier_so_adding_one_renumbers_none(prod_onprem: PreviewResult):
@@ -71,7 +73,7 @@ def test_disk_slots_are_fixed_per_tier_so_adding_one_renumbers_none(prod_onprem:
         (d["serial"], d["interface"])
         for r in of_type(prod_onprem, VM).values()
         for d in r.inputs["disks"]
-        if d["interface"] != "virtio0"
+        if d["interface"] != "scsi0"  # prod's template boot interface: the OS disk
     }
     assert slots <= {
         ("swap", "virtio1"),
@@ -240,7 +242,11 @@ def test_inventory_matches_the_nodes(prod_onprem: PreviewResult):
         storage = {d["tier"]: d for d in host["ecoma_storage"]}
         assert set(storage) == {d.tier for d in node.disks}
         for tier, disk in storage.items():
-            assert disk["device"] == f"/dev/disk/by-id/virtio-{tier}"
+            # Prod's template boots from scsi0: the OS disk's link is the SCSI one that
+            # Debian's udev makes of a QEMU disk's serial; data disks are virtio.
+            is_os = next(d for d in node.disks if d.tier == tier).os
+            bus = "scsi-0QEMU_QEMU_HARDDISK_" if is_os else "virtio-"
+            assert disk["device"] == f"/dev/disk/by-id/{bus}{tier}"
     assert children["ecoma_burst"]["hosts"] == {}
     cluster = inventory["all"]["vars"]["ecoma_cluster"]
     assert cluster["kube_vip"] == "10.41.1.254"
@@ -347,8 +353,18 @@ def test_burst_count_gives_that_many_nodes_per_provider(tmp_path: Path, count: i
         assert host["ansible_host"] == f"{name}.tail4e2c1.ts.net"
         assert host["ecoma_tailscale_accept_routes"] is True
         assert host["ecoma_node_labels"]["node.ecoma.io/burst"] == "true"
-        assert all(d["device"].startswith("/dev/") for d in host["ecoma_storage"])
-    assert result.outputs["burst"]["hourly_cost_usd"] == round(count * (0.23 + 0.226 + 0.17), 4)
+        for disk in host["ecoma_storage"]:
+            # OCI's boot volume has no path on Debian; the root filesystem needs none.
+            if disk["os_disk"] and provider == "oci":
+                assert disk["device"] == ""
+            else:
+                assert disk["device"].startswith("/dev/disk/"), disk
+            assert "None" not in disk["device"]
+    # Prod's AWS pool egresses through a NAT gateway, billed while the pool has nodes.
+    nat = 0.057 if count else 0.0
+    assert result.outputs["burst"]["hourly_cost_usd"] == round(
+        count * (0.23 + 0.226 + 0.17) + nat, 4
+    )
     for record in result.records:  # still no default provider, with the clouds in
         if record.custom and not record.type.startswith("pulumi:providers:"):
             assert record.provider, record.name

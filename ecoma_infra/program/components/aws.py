@@ -142,6 +142,8 @@ class AwsBurstPool(BurstPoolComponent):
     ) -> None:
         super().__init__("ecoma:aws:BurstPool", name, opts)
         pool = args.pool
+        if not isinstance(pool, AwsPool):
+            raise TypeError(f"{name}: AwsBurstPool needs an AwsPool, got {type(pool).__name__}")
         child = pulumi.ResourceOptions(parent=self, provider=provider)
         shared = self._shared_tags = args.pool_tags()
 
@@ -165,9 +167,13 @@ class AwsBurstPool(BurstPoolComponent):
         igw = aws.ec2.InternetGateway(
             f"{name}-igw", vpc_id=self.vpc.id, tags=_named(shared, f"{name}-igw"), opts=child
         )
+        nodes = args.node_names()
+        egress: pulumi.Resource | None = None
         if pool.public_ip:
             egress = self._route_table(name, "public", self.subnet, {"gateway_id": igw.id}, child)
-        else:
+        elif nodes:
+            # A NAT gateway and its address bill by the hour whether or not anything uses them:
+            # they exist only while the pool has nodes (and `hourly_cost` counts them then).
             nat_subnet = aws.ec2.Subnet(
                 f"{name}-nat-subnet",
                 vpc_id=self.vpc.id,
@@ -227,10 +233,26 @@ class AwsBurstPool(BurstPoolComponent):
                 opts=child,
             )
 
-        for node in args.node_names():
-            self._node(
-                name, node, args=args, egress=egress, child=child, tailscale=tailscale_provider
+        if nodes:
+            # Debian's AMI by owner and exact name, in the pool's region, through the pool's own
+            # provider ("If more or less than a single match is returned by the search, this
+            # call will fail", ec2.get_ami): a pinned name finds exactly one.
+            ami = aws.ec2.get_ami_output(
+                owners=[pool.image.owner],
+                filters=[aws.ec2.GetAmiFilterArgs(name="name", values=[pool.image.name])],
+                most_recent=True,
+                opts=pulumi.InvokeOutputOptions(parent=self, provider=provider),
             )
+            for node in nodes:
+                self._node(
+                    name,
+                    node,
+                    args=args,
+                    ami=ami.id,
+                    egress=egress,
+                    child=child,
+                    tailscale=tailscale_provider,
+                )
 
         self.register_outputs(
             {
@@ -266,7 +288,8 @@ class AwsBurstPool(BurstPoolComponent):
         node: str,
         *,
         args: BurstPoolArgs,
-        egress: pulumi.Resource,
+        ami: pulumi.Input[str],
+        egress: pulumi.Resource | None,
         child: pulumi.ResourceOptions,
         tailscale: pulumi.ProviderResource,
     ) -> None:
@@ -285,7 +308,7 @@ class AwsBurstPool(BurstPoolComponent):
         )
         instance = aws.ec2.Instance(
             f"{name}-{node}",
-            ami=pool.image,
+            ami=ami,
             instance_type=pool.instance_type,
             subnet_id=self.subnet.id,
             vpc_security_group_ids=[self.security_group.id],
@@ -307,7 +330,9 @@ class AwsBurstPool(BurstPoolComponent):
             user_data_replace_on_change=True,
             tags=_named(tags, node),
             # The node installs Tailscale at first boot: its way out must exist by then.
-            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[egress])),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[egress] if egress else [])
+            ),
         )
         devices: list[tuple[Disk, pulumi.Input[str]]] = [
             (os_disk, instance.root_block_device.apply(lambda root: _root_device(node, root)))
@@ -327,6 +352,11 @@ class AwsBurstPool(BurstPoolComponent):
                 device_name=TIER_DEVICE_NAMES[disk.tier],
                 instance_id=instance.id,
                 volume_id=volume.id,
+                # Scale-down destroys a drained node: detaching a volume that is still mounted
+                # can hang "busy". Stopping the instance first ("Stops the instance, if it is
+                # not already stopped", ec2.VolumeAttachment) unmounts it in a clean shutdown,
+                # then the detach and the termination follow. Never `force_detach` (data loss).
+                stop_instance_before_detaching=True,
                 opts=child,
             )
             devices.append((disk, volume.id.apply(aws_device)))

@@ -159,6 +159,8 @@ class GcpBurstPool(BurstPoolComponent):
         tailscale: pulumi.ProviderResource,
     ) -> None:
         pool = args.pool
+        if not isinstance(pool, GcpPool):
+            raise TypeError(f"{name}: GcpBurstPool needs a GcpPool, got {type(pool).__name__}")
         labels = args.node_tags(node)
         os_disk = ordered(pool.disks)[0]
         key = node_auth_key(

@@ -1,14 +1,22 @@
 """The OCI burst pool: a VCN with no inbound path but Tailscale, and disposable workers.
 
-Extra disks are paravirtualized block volumes attached at Oracle's consistent device paths
-(`/dev/oracleoci/oraclevd<b..>`), with in-transit encryption. Those paths are made by udev rules
-that Oracle's own images ship; a custom image (Debian) must carry the same rules, or the playbook
-will not find the disks. The image must also run cloud-init (OCI's `user_data` metadata).
+Extra disks are block volumes attached over iSCSI. Oracle's consistent device paths
+(`/dev/oracleoci/oraclevd<b..>`) come from udev rules that only Oracle's platform images carry
+("consistent device paths are supported ... when the instance was created using a platform
+image", OCI docs), and a Debian image has none; the SCSI ids of a paravirtualized volume have no
+link to its OCID. An iSCSI attachment names its own target (`ipv4`, `port`, `iqn` outputs), and
+Debian's stock udev links a logged-in session as
+`/dev/disk/by-path/ip-<ipv4>:<port>-iscsi-<iqn>-lun-1`: a path that cannot point at another
+disk, and that does not exist when the login failed. The storage role logs in (Oracle's
+documented `iscsiadm` steps) before it probes; the user data installs open-iscsi. The volume
+attachment exists only after the instance, so the login cannot be in the user data.
+The image must run cloud-init (OCI's `user_data` metadata).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 
 import pulumi
@@ -23,7 +31,7 @@ from ecoma_infra.program.components.pool import (
     user_data,
 )
 from ecoma_infra.program.components.tailscale import node_auth_key
-from ecoma_infra.program.disks import extra_disks, oci_device, ordered
+from ecoma_infra.program.disks import extra_disks, iscsi_device, ordered
 from ecoma_infra.stack.model import Disk, OciPool
 from ecoma_infra.stack.pulumi_config import Secrets
 
@@ -276,8 +284,13 @@ class OciBurstPool(BurstPoolComponent):
             ),
             metadata={
                 "ssh_authorized_keys": "\n".join(args.ssh.authorized_keys),
-                "user_data": user_data(args.boot(node), key).apply(_base64),
+                "user_data": user_data(
+                    dataclasses.replace(args.boot(node), packages=("open-iscsi",)), key
+                ).apply(_base64),
             },
+            # The boot volume stays paravirtualized: encrypted in transit ("Use this field only
+            # during create"). iSCSI data volumes cannot be (OCI offers in-transit encryption for
+            # paravirtualized attachments only); they hold a stateless worker's scratch data.
             is_pv_encryption_in_transit_enabled=True,
             instance_options=oci.core.InstanceInstanceOptionsArgs(
                 are_legacy_imds_endpoints_disabled=True
@@ -285,7 +298,9 @@ class OciBurstPool(BurstPoolComponent):
             freeform_tags=tags,
             opts=child,
         )
-        devices: list[tuple[Disk, pulumi.Input[str]]] = [(os_disk, oci_device(disks, os_disk))]
+        # The boot volume is the root filesystem: the playbook never opens it by path.
+        devices: list[tuple[Disk, pulumi.Input[str]]] = [(os_disk, "")]
+        targets: dict[str, pulumi.Output[dict[str, object]]] = {}
         for disk in extra_disks(pool.disks):
             volume = oci.core.Volume(
                 f"{name}-{node}-{disk.tier}",
@@ -297,17 +312,23 @@ class OciBurstPool(BurstPoolComponent):
                 freeform_tags=tags,
                 opts=child,
             )
-            oci.core.VolumeAttachment(
+            attachment = oci.core.VolumeAttachment(
                 f"{name}-{node}-{disk.tier}-attachment",
-                attachment_type="paravirtualized",
+                attachment_type="iscsi",
                 instance_id=instance.id,
                 volume_id=volume.id,
-                device=oci_device(disks, disk),
                 display_name=f"{node}-{disk.tier}",
                 is_read_only=False,
-                is_pv_encryption_in_transit_enabled=True,
+                # No Oracle Cloud Agent on Debian: the storage role logs in.
+                is_agent_auto_iscsi_login_enabled=False,
                 opts=child,
             )
-            devices.append((disk, oci_device(disks, disk)))
+            target = pulumi.Output.all(attachment.ipv4, attachment.port, attachment.iqn).apply(
+                lambda found: {"address": found[0], "port": found[1], "iqn": found[2]}
+            )
+            targets[disk.tier] = target
+            devices.append(
+                (disk, target.apply(lambda t: iscsi_device(t["address"], t["port"], t["iqn"])))
+            )
         self.instances[node] = instance
-        self.node_facts.append(node_fact(args, node, devices))
+        self.node_facts.append(node_fact(args, node, devices, iscsi=targets))

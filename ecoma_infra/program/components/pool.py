@@ -8,7 +8,9 @@ with `user_data(...)`, and one extra volume per non-OS tier whose guest path is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_tailscale as tailscale
@@ -82,26 +84,36 @@ def startup_script(boot: NodeBoot, key: tailscale.TailnetKey) -> pulumi.Output[s
 
 
 def node_fact(
-    args: BurstPoolArgs, node: str, devices: list[tuple[Disk, pulumi.Input[str]]]
+    args: BurstPoolArgs,
+    node: str,
+    devices: list[tuple[Disk, pulumi.Input[str]]],
+    *,
+    iscsi: Mapping[str, pulumi.Output[dict[str, object]]] | None = None,
 ) -> pulumi.Output[NodeFact]:
-    """The inventory facts of one burst node, once the device paths are known."""
+    """The inventory facts of one burst node, once the device paths (and, for disks attached
+    over iSCSI, their targets by tier) are known."""
     disks = [disk for disk, _ in devices]
     paths = [pulumi.Output.from_input(path) for _, path in devices]
+    tiers = sorted(iscsi or {})
+    targets = pulumi.Output.all(*[(iscsi or {})[tier] for tier in tiers])
 
-    def build(resolved: list[str]) -> NodeFact:
+    def build(resolved: list[Any]) -> NodeFact:
+        *found, by_tier = resolved
+        target = dict(zip(tiers, by_tier, strict=True))
         return NodeFact(
             name=node,
             role="wkr",
             provider=args.provider,
             address=args.address(node),
             storage=tuple(
-                fact(disk, path, args.storage) for disk, path in zip(disks, resolved, strict=True)
+                fact(disk, path, args.storage, target.get(disk.tier))
+                for disk, path in zip(disks, found, strict=True)
             ),
             burst=True,
             expires_at=args.pool.expires_at.get(node),
         )
 
-    return pulumi.Output.all(*paths).apply(build)
+    return pulumi.Output.all(*paths, targets).apply(build)
 
 
 class BurstPoolComponent(pulumi.ComponentResource):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_proxmoxve as proxmox
@@ -41,7 +44,13 @@ def make_provider(settings: ProxmoxSettings, secrets: Secrets) -> proxmox.Provid
 
 
 class ProxmoxSdn(pulumi.ComponentResource):
-    """A simple SDN zone, its vnet and the node subnet with the gateway, then applied."""
+    """The SDN zone (simple, vlan or vxlan: see `ProxmoxSdn` in the stack model), its vnet and the
+    node subnet, then applied.
+
+    Proxmox deploys the subnet's gateway and SNAT only on layer-3 zones ("On layer3 zones
+    (simple/evpn plugins), it'll be deployed on the vnet", PVE admin guide, SDN subnets): on a
+    vlan or vxlan zone the gateway is the site's router and `gateway` only records it.
+    """
 
     def __init__(
         self,
@@ -53,40 +62,85 @@ class ProxmoxSdn(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("ecoma:proxmox:Sdn", name, None, opts)
+        sdn = settings.sdn
         child = pulumi.ResourceOptions(parent=self, provider=provider)
-        zone = proxmox.sdn.zone.Simple(
-            f"{name}-zone",
-            resource_id=settings.sdn.zone,
-            nodes=list(settings.hypervisors),
-            ipam="pve",
-            opts=child,
+        # Destroyed last, it applies the deletions of the zone, vnet and subnet (the provider's
+        # own example: every SDN object depends on a finalizer Applier).
+        finalizer = proxmox.sdn.Applier(
+            f"{name}-finalizer", on_create=False, on_destroy=True, opts=child
         )
+        after_finalizer = pulumi.ResourceOptions.merge(
+            child, pulumi.ResourceOptions(depends_on=[finalizer])
+        )
+        zone = _zone(f"{name}-zone", settings, opts=after_finalizer)
         vnet = proxmox.sdn.Vnet(
-            f"{name}-vnet", resource_id=settings.sdn.vnet, zone=zone.resource_id, opts=child
+            f"{name}-vnet",
+            resource_id=sdn.vnet,
+            zone=zone.resource_id,
+            # "Tag value for VLAN/VXLAN (can't be used with other zone types)" (sdn/vnet.py).
+            tag=sdn.tag if sdn.kind != "simple" else None,
+            opts=after_finalizer,
         )
         subnet = proxmox.sdn.Subnet(
             f"{name}-subnet",
             vnet=vnet.resource_id,
             cidr=str(network.sdn_subnet),
             gateway=str(network.sdn_gateway),
-            snat=True,
-            opts=child,
+            snat=True if sdn.kind == "simple" else None,
+            opts=after_finalizer,
         )
-        # SDN changes are pending until applied; re-apply whenever the definition changes.
+        # SDN changes are pending until applied: re-apply whenever any part of the definition
+        # changes (the Applier is meant to be replaced on change, sdn/applier.py).
+        definition = {
+            **sdn.model_dump(mode="json"),
+            "zone_mtu": sdn.zone_mtu,
+            "hypervisors": sorted(settings.hypervisors),
+            "cidr": str(network.sdn_subnet),
+            "gateway": str(network.sdn_gateway),
+        }
         self.applied = proxmox.sdn.Applier(
             f"{name}-apply",
             opts=pulumi.ResourceOptions.merge(
                 child,
                 pulumi.ResourceOptions(
                     depends_on=[zone, vnet, subnet],
-                    replacement_trigger=pulumi.Output.json_dumps(
-                        {"zone": zone.resource_id, "vnet": vnet.resource_id, "cidr": subnet.cidr}
-                    ),
+                    replacement_trigger=json.dumps(definition, sort_keys=True),
                 ),
             ),
         )
         self.vnet_id: pulumi.Output[str] = vnet.resource_id
         self.register_outputs({"vnet_id": self.vnet_id})
+
+
+def _zone(name: str, settings: ProxmoxSettings, *, opts: pulumi.ResourceOptions) -> Any:
+    sdn = settings.sdn
+    nodes = list(settings.hypervisors)
+    if sdn.kind == "vlan":
+        # "uses an existing local Linux or OVS bridge ... allows connectivity of VMs between
+        # different nodes" (sdn/zone/vlan.py); the bridge must exist on every hypervisor.
+        return proxmox.sdn.zone.Vlan(
+            name,
+            resource_id=sdn.zone,
+            nodes=nodes,
+            bridge=sdn.bridge,
+            mtu=sdn.mtu,
+            ipam="pve",
+            opts=opts,
+        )
+    if sdn.kind == "vxlan":
+        # "All nodes in the cluster need to be mentioned here"; "the MTU needs to be 50 bytes
+        # lower than the outgoing physical interface" (sdn/zone/vxlan.py). Tailscale (1280) and
+        # flannel on tailscale0 (1280 - 50) ride inside it.
+        return proxmox.sdn.zone.Vxlan(
+            name,
+            resource_id=sdn.zone,
+            nodes=nodes,
+            peers=[str(sdn.peers[node]) for node in nodes],
+            mtu=sdn.zone_mtu,
+            ipam="pve",
+            opts=opts,
+        )
+    return proxmox.sdn.zone.Simple(name, resource_id=sdn.zone, nodes=nodes, ipam="pve", opts=opts)
 
 
 @dataclass(frozen=True)
@@ -145,12 +199,16 @@ class ProxmoxNode(pulumi.ComponentResource):
         *,
         provider: pulumi.ProviderResource,
         tailscale_provider: pulumi.ProviderResource,
-        after: list[pulumi.Resource] | None = None,
+        after: Sequence[pulumi.Resource] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__("ecoma:proxmox:Node", name, None, opts)
         node, settings = args.node, args.settings
         child = pulumi.ResourceOptions(parent=self, provider=provider)
+        # The key is minted right before its VM (same place in the clone chain), so its short
+        # life covers this clone and first boot only, not the waves of clones before it. A
+        # single-use key is never recreated by the provider once invalid: it is replaced with
+        # the VM instead, on the inputs that replace the VM (vm_id, the hypervisor).
         key = node_auth_key(
             f"{name}-tailscale-key",
             node.name,
@@ -159,6 +217,8 @@ class ProxmoxNode(pulumi.ComponentResource):
             ephemeral=False,
             parent=self,
             provider=tailscale_provider,
+            depends_on=after,
+            replacement_trigger={"vm_id": node.vm_id, "hypervisor": node.hypervisor},
         )
         boot = args.boot()
         user_data = as_secret(key.key).apply(lambda k: render_user_data(boot, k))
@@ -174,6 +234,7 @@ class ProxmoxNode(pulumi.ComponentResource):
         )
         disks = ordered(node.disks)
         os_disk = disks[0]
+        boot_interface = settings.template_boot_interface
         prefix = args.network.sdn_subnet.prefixlen
         ignore = ["clone"]
         if args.protected and node.name not in settings.unlock_disks:
@@ -193,11 +254,18 @@ class ProxmoxNode(pulumi.ComponentResource):
             ),
             cpu=proxmox.VmLegacyCpuArgs(cores=node.cpu_cores, type="x86-64-v2-AES"),
             memory=proxmox.VmLegacyMemoryArgs(dedicated=node.memory_mb, floating=0),
-            # Set explicitly: a clone inherits the template's agent setting otherwise.
+            # Set explicitly: a clone inherits the template's agent setting otherwise. With it
+            # on, every create and refresh waits for the agent (VmLegacy docstring), so the user
+            # data starts qemu-guest-agent on first boot (cloudinit.render_user_data).
             agent=proxmox.VmLegacyAgentArgs(enabled=True, timeout="15m"),
+            # The template's own boot disk, whatever its bus; never a blank disk beside it.
+            boot_orders=[boot_interface],
+            # IO threads on SCSI disks need one controller per disk (`virtio-scsi-single`);
+            # with the default `virtio-scsi-pci` Proxmox ignores `iothread`.
+            scsi_hardware="virtio-scsi-single" if boot_interface.startswith("scsi") else None,
             disks=[
                 proxmox.VmLegacyDiskArgs(
-                    interface=proxmox_interface(disk),
+                    interface=proxmox_interface(disk, boot_interface),
                     datastore_id=settings.datastores[disk.tier],
                     size=disk.size_gb,
                     serial=proxmox_serial(disk),
@@ -208,7 +276,13 @@ class ProxmoxNode(pulumi.ComponentResource):
                 for disk in disks
             ],
             network_devices=[
-                proxmox.VmLegacyNetworkDeviceArgs(bridge=args.vnet_id, model="virtio")
+                proxmox.VmLegacyNetworkDeviceArgs(
+                    bridge=args.vnet_id,
+                    model="virtio",
+                    # "Set to 1 to use the bridge MTU": a VXLAN zone's bridge is 50 bytes
+                    # below 1500, and a guest left at 1500 would send frames it drops.
+                    mtu=1 if settings.sdn.kind == "vxlan" else None,
+                )
             ],
             initialization=proxmox.VmLegacyInitializationArgs(
                 datastore_id=settings.datastores[os_disk.tier],
@@ -236,10 +310,12 @@ class ProxmoxNode(pulumi.ComponentResource):
                     protect=args.protected,
                     retain_on_delete=args.protected,
                     ignore_changes=ignore,
-                    depends_on=after or [],
+                    depends_on=list(after),
                 ),
             ),
         )
-        self.fact = onprem_node_fact(node, args.storage, args.tailscale.subnet_routers)
+        self.fact = onprem_node_fact(
+            node, args.storage, args.tailscale.subnet_routers, boot_interface
+        )
         self.tailscale_key: pulumi.Output[str] = key.key
         self.register_outputs({"vm_id": self.vm.vm_id, "ip": str(node.ip)})

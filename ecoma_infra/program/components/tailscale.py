@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 
 import pulumi
 import pulumi_tailscale as tailscale
@@ -21,12 +22,17 @@ def node_auth_key(
     ephemeral: bool,
     parent: pulumi.Resource,
     provider: pulumi.ProviderResource,
+    depends_on: Sequence[pulumi.Resource] = (),
+    replacement_trigger: Mapping[str, object] | None = None,
 ) -> tailscale.TailnetKey:
     """A single-use, pre-authorized, short-lived key tagged with the node's role.
 
     Single-use keys are not recreated once used (the provider's default for them), so a key
     consumed at first boot does not churn the node's user data on later updates.
     Burst nodes get ephemeral keys: their devices leave the tailnet when they go offline.
+    `depends_on` delays minting until the machine is next in line to be created, and
+    `replacement_trigger` (the inputs that replace the machine) mints a fresh key whenever the
+    machine is replaced: the engine replaces the key when the value differs from the last one.
     """
     return tailscale.TailnetKey(
         name,
@@ -37,7 +43,16 @@ def node_auth_key(
         expiry=settings.key_expiry_seconds,
         tags=[settings.tags[role]],
         # The SDK already marks `key` as a secret output.
-        opts=pulumi.ResourceOptions(parent=parent, provider=provider),
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            provider=provider,
+            depends_on=list(depends_on),
+            replacement_trigger=(
+                json.dumps(dict(replacement_trigger), sort_keys=True)
+                if replacement_trigger is not None
+                else None
+            ),
+        ),
     )
 
 
