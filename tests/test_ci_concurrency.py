@@ -10,12 +10,17 @@ issue 18):
     canceled and the new queued job or workflow will take its place."
 
     "To allow more than one pending job or workflow run to wait in the same concurrency group, use
-    the optional queue property." With `single` (the default) at most one job or run is pending and
-    a new one cancels and replaces it; with `max` "up to 100" are pending, and "when the queue is
-    full, additional job or workflow runs are canceled". `queue: max` with
-    `cancel-in-progress: true` is a validation error. Pending ones are taken "in first-in,
-    first-out (FIFO) order based on the time they started waiting", though "ordering is not
-    guaranteed".
+    the optional queue property."
+
+The same page goes on (paraphrased): with `queue: single`, the default, at most one job or run is
+pending and a new one cancels and replaces it; with `queue: max` up to 100 are pending, and one
+more arriving at a full queue is cancelled; `queue: max` with `cancel-in-progress: true` is a
+validation error; pending ones are taken first in, first out by the time they began to wait, but
+"ordering is not guaranteed" (the older edition's words). SchemaStore's workflow schema, which
+check-jsonschema vendors, says it in one sentence, checked below:
+
+    "With the default `single`, at most one run can be pending — additional pending runs cancel
+    the previous one. With `max`, up to 100 runs can be pending and are processed in FIFO order."
 
 `GitHub` below is that rule set and nothing more; the workflows are read from `.github/` (their
 jobs, `needs`, matrices and rendered concurrency groups), and each scenario throws at them what
