@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/preview and scripts/test: make the project runnable on a fresh Debian 12
 # machine that has only Python 3.11 and apt. Idempotent and quiet when everything is there.
 set -euo pipefail

@@ -1,6 +1,7 @@
 """The GitHub workflows under .github/: valid against GitHub's schemas, least privilege, OIDC
-only, one run per stack at a time, and every `ecoma-infra` command line they run parses with the
-real CLI parser.
+only, actions pinned to commits, one job per stack at a time, and every `ecoma-infra` command line
+they run parses with the real CLI parser. How the stack queues behave under GitHub's concurrency
+rules is in test_ci_concurrency.py.
 
 Workflows are data here: a small evaluator of GitHub expressions (`${{ ... }}`) gives each
 expression a plausible value per matrix entry and dispatch input, so the tests check the command
@@ -33,7 +34,16 @@ ACTIONS = sorted((GITHUB_DIR / "actions").glob("*/action.y*ml"))
 SETUP_ACTION = GITHUB_DIR / "actions" / "setup" / "action.yml"
 OIDC_SCRIPT = GITHUB_DIR / "actions" / "setup" / "oidc-stack-secrets.sh"
 
-EXPECTED_WORKFLOWS = {"ci", "preview", "deploy", "burst", "reaper", "drill", "credentials"}
+EXPECTED_WORKFLOWS = {
+    "ci",
+    "preview",
+    "deploy",
+    "burst",
+    "reaper",
+    "drill",
+    "credentials",
+    "autoscale",
+}
 STACKS = ("staging", "prod")
 
 # Actions that exchange the job's GitHub OIDC token: their job needs `id-token: write`.
@@ -43,7 +53,9 @@ OIDC_ACTIONS = {
     "google-github-actions/auth",
 }
 # Subcommands that change a stack: their job must hold the stack's concurrency group.
-STACK_CHANGING = {"deploy", "burst", "reap", "drill"}
+STACK_CHANGING = {"deploy", "burst", "reap", "drill", "autoscale"}
+# The shared setup action, in GitHub's self-repository form (this repository at the running commit).
+SETUP_USES = "$/.github/actions/setup"
 # The secrets a workflow may read: the Tailscale OAuth client (no OIDC for joining a tailnet
 # here) and the drain-only kubeconfig. Cloud and Pulumi access comes from OIDC alone.
 ALLOWED_SECRETS = {"TS_OAUTH_SECRET", "KUBECONFIG_DATA", "GITHUB_TOKEN"}
@@ -64,6 +76,8 @@ LONG_LIVED_CREDENTIALS = (
 )
 # Values for string dispatch inputs without a default, as a person would type them.
 SAMPLE_INPUTS = {"count": "2", "ttl": "4h"}
+# Repository or environment variables that command lines read, as an operator would set them.
+SAMPLE_VARIABLES = {"vars.ECOMA_PROMETHEUS_URL": "http://ops-1.tail4e2c1.ts.net:9090"}
 # Variables the runner sets for every step.
 RUNNER_VARIABLES = {
     "RUNNER_TEMP": "/home/runner/work/_temp",
@@ -111,14 +125,17 @@ def steps(job: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def action_name(uses: str) -> str:
-    """`pulumi/auth-actions@v1` -> `pulumi/auth-actions`; `./.github/actions/x` stays."""
+    """`pulumi/auth-actions@<sha>` -> `pulumi/auth-actions`; `$/.github/actions/x` stays."""
     return uses.split("@", 1)[0]
 
 
 def local_action(uses: str) -> dict[str, Any] | None:
-    if not uses.startswith("./"):
+    """The action.yml of an action of this repository: `$/path` (self-repository form, the
+    running commit) or `./path` (the checkout in the workspace)."""
+    prefix = next((p for p in ("$/", "./") if uses.startswith(p)), None)
+    if prefix is None:
         return None
-    folder = ROOT / uses
+    folder = ROOT / uses.removeprefix(prefix)
     for name in ("action.yml", "action.yaml"):
         if (folder / name).is_file():
             return load(folder / name)
@@ -288,6 +305,7 @@ def bindings(workflow: Mapping[Any, Any], job: Mapping[str, Any]) -> Iterator[di
         context: dict[str, Value] = {f"matrix.{k}": v for k, v in matrix_row.items()}
         context.update({f"inputs.{k}": v for k, v in input_row.items()})
         context.update({f"github.event.inputs.{k}": v for k, v in input_row.items()})
+        context.update(SAMPLE_VARIABLES)
         yield context
 
 
@@ -640,19 +658,79 @@ def test_oidc_jobs_and_only_they_have_id_token_write(path: Path) -> None:
         )
 
 
-@pytest.mark.parametrize("path", [*WORKFLOWS, *ACTIONS], ids=lambda p: p.name)
-def test_external_actions_are_pinned_to_a_major_version(path: Path) -> None:
+_USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s+(?P<uses>\S+)(?P<comment>.*)$")
+_PINNED = re.compile(r"(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})")
+_VERSION_COMMENT = re.compile(r"\s+# (?P<version>v\d+\.\d+\.\d+)")
+
+
+def pinned_uses(path: Path) -> list[tuple[str, str, str]]:
+    """(action, commit, version) for each third-party `uses:` line of the file; a line that is
+    not of the form `owner/repo@<40 hex> # vX.Y.Z` fails. YAML drops comments, so the file's
+    text is read, and checked against the parsed steps so that no `uses:` is missed."""
+    found: list[tuple[str, str, str]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        match = _USES_LINE.match(line)
+        if match is None or match.group("uses").startswith("$/"):
+            continue
+        where = f"{path.name}:{number}: {line.strip()}"
+        pin = _PINNED.fullmatch(match.group("uses"))
+        version = _VERSION_COMMENT.match(match.group("comment"))
+        assert pin is not None, f"{where}: pin the action to a full commit SHA"
+        assert version is not None, f"{where}: say the release in a comment: # vX.Y.Z"
+        found.append((pin.group("action"), pin.group("sha"), version.group("version")))
     data = load(path)
     step_lists = (
         [steps(job) for job in jobs(data).values()]
         if "jobs" in data
         else [list(data["runs"].get("steps") or [])]
     )
-    for step_list in step_lists:
-        for step in step_list:
-            uses = step.get("uses")
-            if uses and not uses.startswith("./"):
-                assert re.fullmatch(r"[\w.-]+/[\w./-]+@v\d+", uses), f"{path.name}: {uses}"
+    parsed = [s["uses"] for step_list in step_lists for s in step_list if "uses" in s]
+    third_party = [uses for uses in parsed if local_action(uses) is None]
+    assert [f"{a}@{sha}" for a, sha, _ in found] == third_party, path.name
+    return found
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, *ACTIONS], ids=lambda p: p.name)
+def test_third_party_actions_are_pinned_to_a_commit_with_its_release_in_a_comment(
+    path: Path,
+) -> None:
+    # A tag can be moved to other code; a commit cannot. Each commit was read off the action's
+    # repository at the tag named in the comment (README, "Pinned actions").
+    pinned_uses(path)
+
+
+def test_each_action_is_pinned_to_one_commit_everywhere() -> None:
+    pins: dict[str, set[tuple[str, str]]] = {}
+    for path in [*WORKFLOWS, *ACTIONS]:
+        for action, sha, version in pinned_uses(path):
+            pins.setdefault(action, set()).add((sha, version))
+    assert pins, "no third-party action found"
+    assert {a: v for a, v in pins.items() if len(v) > 1} == {}
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, *ACTIONS], ids=lambda p: p.name)
+def test_this_repositorys_actions_are_used_in_the_self_repository_form(path: Path) -> None:
+    # `$/` is the repository at the running commit; `./` is whatever the workspace holds.
+    for line in path.read_text(encoding="utf-8").splitlines():
+        match = _USES_LINE.match(line)
+        if match is not None:
+            assert not match.group("uses").startswith("./"), f"{path.name}: {line.strip()}"
+
+
+def test_the_pulumi_cloud_token_outlives_the_longest_job_that_logs_in() -> None:
+    action = load(SETUP_ACTION)
+    (login,) = [
+        s
+        for s in action["runs"]["steps"]
+        if action_name(s.get("uses", "")) == "pulumi/auth-actions"
+    ]
+    longest = max(
+        int(job["timeout-minutes"])
+        for path in WORKFLOWS
+        for job in jobs(load(path)).values()
+        if any(s.get("uses") == SETUP_USES for s in steps(job))
+    )
+    assert int(login["with"]["token-expiration"]) >= longest * 60
 
 
 def test_the_setup_action_logs_in_through_oidc_and_joins_the_tailnet_as_ci() -> None:
@@ -687,6 +765,10 @@ def test_stack_changing_jobs_hold_the_stack_concurrency_group(path: Path) -> Non
                 assert concurrency.get("cancel-in-progress") is False, (
                     f"{job_id}: a stack update must never be cancelled halfway"
                 )
+                assert concurrency.get("queue") == "max", (
+                    f"{job_id}: without queue: max the group keeps one pending job and cancels "
+                    "the one before it"
+                )
 
 
 def test_every_workflow_runs_its_commands_on_each_stack() -> None:
@@ -697,6 +779,7 @@ def test_every_workflow_runs_its_commands_on_each_stack() -> None:
         "reaper": {("reap", stack) for stack in STACKS},
         "drill": {("drill", "staging")},
         "credentials": {("credentials", stack) for stack in STACKS},
+        "autoscale": {("autoscale", stack) for stack in STACKS},
         "ci": set(),
         "preview": set(),
     }
@@ -710,15 +793,43 @@ def test_every_workflow_runs_its_commands_on_each_stack() -> None:
         assert ran == wanted, f"{name}.yml runs {sorted(ran)}"
 
 
+def needs_of(job: Mapping[str, Any]) -> list[str]:
+    needs = job.get("needs") or []
+    return [needs] if isinstance(needs, str) else list(needs)
+
+
+def upstream(workflow: Mapping[str, Any], job_id: str) -> set[str]:
+    """Every job that must succeed before this one starts (`needs`, followed)."""
+    found: set[str] = set()
+    todo = needs_of(jobs(workflow)[job_id])
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo += needs_of(jobs(workflow)[name])
+    return found
+
+
+def environment_name(job: Mapping[str, Any], context: Mapping[str, Value]) -> str:
+    environment = job.get("environment") or ""
+    name = environment if isinstance(environment, str) else environment["name"]
+    return render(name, context)
+
+
 def test_deploy_goes_to_prod_only_after_staging_and_through_the_production_environment() -> None:
     deploy = workflow_named("deploy")
     assert triggers(deploy) == {"push": {"branches": ["main"]}}
-    staging, prod = jobs(deploy)["staging"], jobs(deploy)["prod"]
-    needs = prod["needs"] if isinstance(prod["needs"], list) else [prod["needs"]]
-    assert "staging" in needs
-    environment = prod["environment"]
-    assert (environment if isinstance(environment, str) else environment["name"]) == "production"
-    assert "production" not in str(staging.get("environment"))
+    staging, gate, prod = (jobs(deploy)[name] for name in ("staging", "approve-prod", "prod"))
+    assert upstream(deploy, "prod") == {"staging", "approve-prod"}
+    assert upstream(deploy, "approve-prod") == {"staging"}
+    # The reviewers of `production` approve in the gate job; the work runs once they did.
+    assert environment_name(gate, {}) == "production"
+    assert gate["environment"]["deployment"] is False
+    assert gate["permissions"] == {}
+    # No approval is asked for a commit that staging did not deploy (a newer one superseded it).
+    assert gate["if"] == "needs.staging.outputs.current == 'true'"
+    assert environment_name(prod, {}) == "production-scheduled"
+    assert "production" not in environment_name(staging, {})
     for job, stack in ((staging, "staging"), (prod, "prod")):
         commands = job_commands(deploy, job)
         assert commands == [
@@ -764,11 +875,16 @@ def test_burst_dispatch_inputs_are_stack_provider_count_ttl() -> None:
 
 def test_burst_and_reaper_use_a_per_stack_environment_and_prod_burst_needs_approval() -> None:
     burst = workflow_named("burst")
-    job = jobs(burst)["burst"]
-    seen = {}
-    for context in bindings(burst, job):
-        seen[context["inputs.stack"]] = render(job["environment"], context)
+    gate, job = jobs(burst)["approve"], jobs(burst)["burst"]
+    assert "approve" in upstream(burst, "burst")
+    seen = {c["inputs.stack"]: environment_name(gate, c) for c in bindings(burst, gate)}
+    # The gate: prod waits for a reviewer of `production`, staging goes on at once.
     assert seen == {"staging": "staging", "prod": "production"}
+    assert gate["environment"]["deployment"] is False
+    assert gate["permissions"] == {}
+    seen = {c["inputs.stack"]: environment_name(job, c) for c in bindings(burst, job)}
+    # The work holds the stack's queue: in an environment without reviewers, after the gate.
+    assert seen == {"staging": "staging", "prod": "production-scheduled"}
     reaper = workflow_named("reaper")
     job = jobs(reaper)["reap"]
     seen = {c["matrix.stack"]: render(job["environment"], c) for c in bindings(reaper, job)}
@@ -811,13 +927,15 @@ def test_burst_ttl_check_agrees_with_the_config_duration_rule(ttl: str) -> None:
 
 
 def test_burst_job_waits_for_the_input_check_and_gets_the_drain_kubeconfig() -> None:
-    job = jobs(workflow_named("burst"))["burst"]
-    assert job["needs"] == "check-inputs"
-    (setup,) = [s for s in steps(job) if s.get("uses") == "./.github/actions/setup"]
+    burst = workflow_named("burst")
+    job = jobs(burst)["burst"]
+    assert upstream(burst, "burst") == {"approve", "check-inputs"}
+    assert upstream(burst, "approve") == {"check-inputs"}
+    (setup,) = [s for s in steps(job) if s.get("uses") == SETUP_USES]
     assert setup["with"]["kubeconfig"] == "${{ secrets.KUBECONFIG_DATA }}"
 
 
-@pytest.mark.parametrize("name", ["burst", "reaper", "drill"])
+@pytest.mark.parametrize("name", ["burst", "reaper", "drill", "autoscale"])
 def test_metrics_workflows_pass_the_pushgateway(name: str) -> None:
     workflow = workflow_named(name)
     for job in jobs(workflow).values():
@@ -1048,7 +1166,12 @@ def test_schedules_match_their_purpose() -> None:
     minute, hour, day, month, weekday = cron_fields(credentials)
     assert (len(minute), len(hour)) == (1, 1), "once a day"
     assert (day, month, weekday) == (every_day, set(range(1, 13)), set(range(7)))
-    for name in ("reaper", "drill", "credentials"):
+    (autoscale,) = schedules(workflow_named("autoscale"))
+    minute, hour, day, month, weekday = cron_fields(autoscale)
+    # Every 5 minutes (GitHub's shortest interval), off the top of the hour.
+    assert minute == set(range(2, 60, 5))
+    assert (hour, day, month, weekday) == (every_hour, every_day, set(range(1, 13)), set(range(7)))
+    for name in ("reaper", "drill", "credentials", "autoscale"):
         assert "workflow_dispatch" in triggers(workflow_named(name))
 
 
@@ -1056,7 +1179,7 @@ def test_credentials_check_is_read_only_and_fails_the_job_on_findings() -> None:
     credentials = workflow_named("credentials")
     (job,) = jobs(credentials).values()
     assert "concurrency" not in job, "a read-only check takes no stack lock"
-    (setup,) = [s for s in steps(job) if s.get("uses") == "./.github/actions/setup"]
+    (setup,) = [s for s in steps(job) if s.get("uses") == SETUP_USES]
     assert setup["with"]["cloud-credentials"] == "false"
     commands = job_commands(credentials, job)
     assert all(option_value(a, "--within-days") == "14" for a in commands)

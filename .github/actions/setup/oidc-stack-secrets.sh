@@ -3,7 +3,10 @@
 # providers never need a long-lived cloud key (README, "Credentials and secrets"):
 #   ecoma:aws_web_identity_token  a GitHub OIDC token with audience sts.amazonaws.com; the AWS
 #                                 provider exchanges it for the pool's role_arn
-#                                 (AssumeRoleWithWebIdentity, account pinned by the program)
+#                                 (AssumeRoleWithWebIdentity, account pinned by the program).
+#                                 It lives minutes: it serves what runs right after this step
+#                                 (the preview); `ecoma-infra` sets a new one before each `up`
+#                                 (README, "Fresh credentials for every update").
 #   ecoma:gcp_credentials         the workload identity federation config that
 #                                 google-github-actions/auth wrote (it holds no key)
 # Each value reaches `pulumi config set --secret` on standard input: never on a command line or in
