@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ecoma_infra.errors import EcomaError
+from ecoma_infra.platforms.github_oidc import AWS_AUDIENCE, GitHubOidc
 from ecoma_infra.platforms.seams import UpSummary
 
-# --- the Pulumi Automation API ---------------------------------------------------------------
+AWS_TOKEN_KEY = "ecoma:aws_web_identity_token"  # noqa: S105  (a config key's name)
+LOCK_WAIT = 900.0  # seconds an update waits at most for another update's stack lock
+LOCK_POLL = (10.0, 20.0, 30.0)  # seconds between tries; the last one repeats
+_UNREAD = object()  # no outputs() read yet: no plan to hold an update against
 
 
 def _config_text(value: Any) -> str:
@@ -20,17 +27,57 @@ def _config_text(value: Any) -> str:
     return json.dumps(value)
 
 
+class StaleStackError(EcomaError):
+    """The stack changed between the read a plan was made from and the update that applies it."""
+
+
 class AutomationStack:
     """`StackBackend` over the Pulumi Automation API: needs the Pulumi CLI and a backend login.
 
     Config is set with `path=True` (`pulumi config set --path`), so `ecoma:burst.aws.count`
-    changes one number of the structured `ecoma:burst` object and leaves the rest alone."""
+    changes one number of the structured `ecoma:burst` object and leaves the rest alone.
 
-    def __init__(self, name: str, work_dir: Path) -> None:
+    Each `up`:
+    - applies nothing if the stack's `burst` output is no longer what the last `outputs()` (or
+      `up`) of this object read: the caller planned from that state, and an update made from a
+      stale pool size would destroy nodes without a drain (`StaleStackError`: run the command
+      again, it plans from the stack as it is now). Checked before every try: another command
+      may have run a whole update while this one drained, or while it waited for the lock;
+    - in a GitHub Actions job with `id-token: write`, for a stack whose AWS pool assumes a role,
+      first sets `ecoma:aws_web_identity_token` to a fresh OIDC token from the runner's endpoint:
+      the token lives minutes, and a job runs several updates (a drill's teardown, a reap of
+      several pools, an update after a long drain);
+    - waits up to `lock_wait` seconds while another update holds the stack's lock
+      (`ConcurrentUpdateError`), then fails naming `pulumi cancel`.
+
+    The keyword-only options are for tests: a stand-in for `automation.Stack`, the environment,
+    the token endpoint, the clock."""
+
+    def __init__(
+        self,
+        name: str,
+        work_dir: Path,
+        *,
+        stack: Any | None = None,
+        environ: Mapping[str, str] | None = None,
+        oidc: GitHubOidc | None = None,
+        lock_wait: float = LOCK_WAIT,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         from pulumi import automation  # noqa: PLC0415  (0.3 s import; only when used)
 
         self.name = name
         self._automation = automation
+        self._environ: Mapping[str, str] = os.environ if environ is None else environ
+        self._oidc = oidc or GitHubOidc.from_environment(self._environ)
+        self._lock_wait = lock_wait
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._planned_burst: Any = _UNREAD
+        if stack is not None:  # a stand-in for `automation.Stack` (tests)
+            self._stack = stack
+            return
         try:
             self._stack = automation.select_stack(stack_name=name, work_dir=str(work_dir))
         except FileNotFoundError:
@@ -68,12 +115,69 @@ class AutomationStack:
             self._run(lambda: self._stack.remove_all_config(paths, path=True))
 
     def up(self, on_output: Callable[[str], None]) -> UpSummary:
-        result = self._run(lambda: self._stack.up(on_output=on_output, color="never"))
+        deadline = self._monotonic() + self._lock_wait
+        tries = 0
+        while True:
+            self._check_not_stale()
+            self._fresh_credentials()
+            try:
+                result = self._stack.up(on_output=on_output, color="never")
+                break
+            except self._automation.ConcurrentUpdateError:
+                left = deadline - self._monotonic()
+                if left <= 0:
+                    raise EcomaError(
+                        f"stack {self.name}: another update held the stack's lock for more than "
+                        f"{self._lock_wait:.0f} s; nothing was applied. Run the command again "
+                        "once it is done. If no update is running (its job or process ended), a "
+                        f"dead one left the lock: `pulumi cancel --stack {self.name}` releases "
+                        f"it, then `pulumi refresh --stack {self.name}`"
+                    ) from None
+                pause = min(LOCK_POLL[min(tries, len(LOCK_POLL) - 1)], left)
+                tries += 1
+                on_output(
+                    f"stack {self.name} is locked by another update: trying again in {pause:.0f} s"
+                )
+                self._sleep(pause)
+            except self._automation.CommandError as error:
+                raise EcomaError(f"stack {self.name}: pulumi failed: {error}") from None
         changes = dict(result.summary.resource_changes or {})
-        return UpSummary(changes, {k: v.value for k, v in result.outputs.items()})
+        outputs = {k: v.value for k, v in result.outputs.items()}
+        self._planned_burst = outputs.get("burst")  # this update's own result: what comes next
+        return UpSummary(changes, outputs)
 
     def outputs(self) -> dict[str, Any]:
+        outputs = self._read_outputs()
+        self._planned_burst = outputs.get("burst")
+        return outputs
+
+    def _read_outputs(self) -> dict[str, Any]:
         return {k: v.value for k, v in self._run(self._stack.outputs).items()}
+
+    def _check_not_stale(self) -> None:
+        """Is the stack's burst state still the one the caller planned from?"""
+        if self._planned_burst is _UNREAD:
+            return
+        if self._read_outputs().get("burst") != self._planned_burst:
+            raise StaleStackError(
+                f"stack {self.name} changed since this run read it (another update ran): "
+                "nothing was applied. Run the command again: it plans from the stack as it is now"
+            )
+
+    def _fresh_credentials(self) -> None:
+        """A new AWS web-identity token for this update, when the runner's endpoint gives one."""
+        if self._oidc is None:
+            return
+        burst = self.config().get("ecoma:burst")
+        aws = burst.get("aws") if isinstance(burst, dict) else None
+        if not isinstance(aws, dict) or not aws.get("role_arn"):
+            return
+        token = self._oidc.token(AWS_AUDIENCE)
+        if self._environ.get("GITHUB_ACTIONS") == "true":
+            # The runner hides this line and every later occurrence of the value in the job's
+            # log (a workflow command), as the setup action does for its own token.
+            print(f"::add-mask::{token}", file=sys.stdout, flush=True)
+        self.set_secret(AWS_TOKEN_KEY, token)
 
     def _run(self, action: Callable[[], Any]) -> Any:
         try:

@@ -18,6 +18,9 @@ may cross the overlay:
   `ansible_host`).
 - the Kubernetes API, tcp 6443, from CI to the servers and the VIP: `burst`, `reap` and `drill`
   cordon, drain and delete burst nodes with a drain-only ServiceAccount.
+- Prometheus, tcp 9090, and its Pushgateway, tcp 9091, on the ops nodes, from CI: the scheduled
+  `autoscale` reads the load there, and burst, reap, autoscale and drill push their metrics
+  (`ECOMA_PUSHGATEWAY`), which the burst alerts read.
 
 `autoApprovers` lets the subnet routers' tags advertise the SDN subnet; `tests` are checked by
 Tailscale before the policy is applied, so a rule that opens too much fails `pulumi up`.
@@ -45,6 +48,8 @@ K3S_API_PORT = 6443
 ETCD_PORTS = "2379-2380"
 KUBELET_PORT = 10250
 NODE_EXPORTER_PORT = 9100
+PROMETHEUS_PORT = 9090
+PUSHGATEWAY_PORT = 9091
 FLANNEL_PORTS = {"vxlan": 8472, "wireguard-native": 51820}
 
 
@@ -87,6 +92,7 @@ def tailnet_policy(config: StackConfig, *, admins: Sequence[str] = ADMIN_MEMBERS
         _rule([tags["ops"]], "tcp", _at(node_tags, metrics)),
         _rule([ADMIN_GROUP, CI_TAG], "tcp", _at(ssh_targets, SSH_PORT)),
         _rule([CI_TAG], "tcp", _at(api_targets, K3S_API_PORT)),
+        _rule([CI_TAG], "tcp", _at([tags["ops"]], f"{PROMETHEUS_PORT},{PUSHGATEWAY_PORT}")),
     ]
 
     wkr, sts = tags["wkr"], tags["sts"]
@@ -117,8 +123,16 @@ def tailnet_policy(config: StackConfig, *, admins: Sequence[str] = ADMIN_MEMBERS
             "accept": [
                 *_at([cpl, wkr, first_server], SSH_PORT),
                 *_at([cpl, VIP_HOST], K3S_API_PORT),
+                *_at([tags["ops"]], PROMETHEUS_PORT),
+                *_at([tags["ops"]], PUSHGATEWAY_PORT),
             ],
-            "deny": [f"{cpl}:2379", f"{wkr}:{KUBELET_PORT}", f"{wkr}:{K3S_API_PORT}"],
+            "deny": [
+                f"{cpl}:2379",
+                f"{wkr}:{KUBELET_PORT}",
+                f"{wkr}:{K3S_API_PORT}",
+                f"{wkr}:{PROMETHEUS_PORT}",
+                f"{tags['ops']}:{NODE_EXPORTER_PORT}",
+            ],
         },
     ]
     members = sorted(admins)

@@ -175,6 +175,7 @@ def test_the_group_holds_the_expected_alerts() -> None:
         "EcomaBurstDrillStale",
         "EcomaCredentialExpiringSoon",
         "EcomaBurstOperationFailed",
+        "EcomaAutoscaleStale",
     }
 
 

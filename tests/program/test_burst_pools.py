@@ -836,6 +836,8 @@ def test_aws_provider_assumes_the_role_with_the_oidc_token_only(
     assert secret, "the OIDC token leaks in the provider's inputs"
     assert web_identity["roleArn"] == "arn:aws:iam::123456789012:role/ecoma-prod-burst"
     assert web_identity["webIdentityToken"] == SECRETS["aws_web_identity_token"]
+    # One role session outlives an `up`; every `up` starts one with a token minutes old.
+    assert web_identity["duration"] == "1h"
     assert inputs["allowedAccountIds"][0] == ["123456789012"]
     assert inputs["region"][0] == "eu-central-1"
     assert inputs["skipMetadataApiCheck"][0] in (True, "true")

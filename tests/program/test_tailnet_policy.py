@@ -98,10 +98,15 @@ def expected_flows(config: StackConfig) -> set[tuple[str, str, str, int]]:
         flows.add((src, dst, "tcp", 22))
     for dst in [CPL, "kube-vip", *servers]:  # CI drains burst nodes through the API
         flows.add((CI_TAG, dst, "tcp", 6443))
+    # CI's autoscale reads Prometheus on ops; CI's commands push metrics to its Pushgateway.
+    flows |= {(CI_TAG, OPS, "tcp", 9090), (CI_TAG, OPS, "tcp", 9091)}
     return flows
 
 
-PROBE_PORTS = (22, 80, 443, 2379, 2380, 5001, 6443, 8472, 9100, 9345, 10250, 41641, 51820, 27017)
+PROBE_PORTS = (
+    *(22, 80, 443, 2379, 2380, 5001, 6443, 8472, 9090, 9091, 9100, 9345, 10250),
+    *(41641, 51820, 27017),
+)
 
 
 def test_every_role_tag_is_owned_by_ci_and_admins(stack: StackConfig):
@@ -183,6 +188,11 @@ def test_the_policys_own_tests_hold(stack: StackConfig):
     assert {t["src"] for t in tests} >= {WKR, CPL, CI_TAG, ADMIN}
     wkr_denied = {d for t in tests if t["src"] == WKR for d in t.get("deny", [])}
     assert f"{CPL}:22" in wkr_denied
+    # Tailscale checks CI's path to Prometheus and the Pushgateway on ops, and no further.
+    ci_accepted = {a for t in tests if t["src"] == CI_TAG for a in t.get("accept", [])}
+    ci_denied = {d for t in tests if t["src"] == CI_TAG for d in t.get("deny", [])}
+    assert {f"{OPS}:9090", f"{OPS}:9091"} <= ci_accepted
+    assert {f"{WKR}:9090", f"{OPS}:9100"} <= ci_denied
     for test in tests:
         for kind, want in (("accept", True), ("deny", False)):
             for destination in test.get(kind, []):

@@ -42,6 +42,12 @@ TIER_DEVICE_NAMES: dict[Tier, str] = {
     "cold": "/dev/sdi",
 }
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(?P<account>[0-9]{12}):role/.+$")
+# The role session of the web-identity provider. pulumi_aws's
+# `ProviderAssumeRoleWithWebIdentityArgs.duration` is a Go duration string ("units ns, us, ms,
+# s, h or m"), between 15 minutes and 12 hours. STS grants no more than the role's maximum
+# session duration (AssumeRoleWithWebIdentity's DurationSeconds), which is 1 h unless the role
+# raises it: 1 h works with every role.
+WEB_IDENTITY_SESSION = "1h"
 
 
 def role_account(role_arn: str) -> str:
@@ -77,6 +83,10 @@ def make_provider(
         web_identity = aws.ProviderAssumeRoleWithWebIdentityArgs(
             role_arn=pool.role_arn,
             session_name=f"ecoma-{stack}-burst",
+            # The session must outlive one `up`: the provider assumes the role with the token
+            # that `ecoma-infra` set right before that `up` (platforms.pulumi_automation), which
+            # lives only minutes, so a session renewed within the `up` would find it expired.
+            duration=WEB_IDENTITY_SESSION,
             # The SDK does not mark this field secret by itself.
             web_identity_token=pulumi.Output.secret(secrets.require("aws_web_identity_token")),
         )
