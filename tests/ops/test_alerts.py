@@ -8,16 +8,14 @@ ECOMA_LAB_REQUIRED=1 (CI).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+from tools import required_tool
 
 from ecoma_infra.ops import telemetry
 
@@ -27,7 +25,6 @@ RULES = MONITORING / "alerts.yaml"
 RULE_TESTS = MONITORING / "alerts_test.yaml"
 README = ROOT / "README.md"
 RUNBOOK_PREFIX = "https://github.com/ecoma/ecoma-infra/blob/main/README.md#"
-REQUIRED_ENV = "ECOMA_LAB_REQUIRED"
 
 # The metrics contract the commands write (name -> labels): the alerts may use nothing else.
 CONTRACT: dict[str, frozenset[str]] = dict(telemetry.LABELS)
@@ -130,12 +127,11 @@ def promql_grouping_labels(expr: str) -> set[str]:
 
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        reason = "promtool not found: apt-get install prometheus (Debian ships it in that package)"
-        if os.environ.get(REQUIRED_ENV) == "1":
-            pytest.fail(f"{reason} ({REQUIRED_ENV}=1: the alert rule tests must run here)")
-        pytest.skip(reason)
+    promtool = required_tool(
+        "promtool",
+        "apt-get install prometheus (Debian ships it in that package)",
+        "the alert rule tests",
+    )
     return subprocess.run(
         [promtool, *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )

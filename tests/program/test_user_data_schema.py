@@ -2,17 +2,15 @@
 
 `cloud-init schema` comes from Debian's `cloud-init` package (the version Debian 12 images
 boot with; scripts/test installs it): missing, these tests skip, or fail under
-ECOMA_LAB_REQUIRED=1. cloud-init 22.4 does not flag unknown top-level keys, so the keys are
-also checked against its schema's own list. The documents are the program's, taken from the
-offline preview's registrations (simulated engine, real program and SDK).
+ECOMA_LAB_REQUIRED=1 (tests/tools.py). cloud-init 22.4 does not flag unknown top-level keys,
+so the keys are also checked against its schema's own list. The documents are the program's,
+taken from the offline preview's registrations (simulated engine, real program and SDK).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,21 +18,27 @@ from typing import Any
 import pytest
 import yaml
 from stacks import stack_variant
+from tools import required_tool
 
 from ecoma_infra.program.offline import PreviewResult, run_offline
 
-REQUIRED_ENV = "ECOMA_LAB_REQUIRED"
 SYSTEM_PYTHON = "/usr/bin/python3"  # the interpreter Debian's cloud-init package installs for
 
 
 def cloud_init() -> str:
-    found = shutil.which("cloud-init")
-    if found is None:
-        reason = "cloud-init not found: apt-get install cloud-init (Debian's package)"
-        if os.environ.get(REQUIRED_ENV) == "1":
-            pytest.fail(f"{reason} ({REQUIRED_ENV}=1: the user data must be checked here)")
-        pytest.skip(reason)
-    return found
+    return required_tool(
+        "cloud-init", "apt-get install cloud-init (Debian's package)", "the user data check"
+    )
+
+
+def schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cloud_init(), "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def _all_pools_running(config: dict[str, Any]) -> None:
@@ -103,17 +107,10 @@ def test_every_machine_of_both_stacks_gets_a_cloud_config(documents: dict[str, s
 def test_every_cloud_config_passes_cloud_init_schema(
     documents: dict[str, str], tmp_path: Path
 ) -> None:
-    tool = cloud_init()
     for name, text in documents.items():
         path = tmp_path / (name.replace("/", "-") + ".yaml")
         path.write_text(text)
-        done = subprocess.run(
-            [tool, "schema", "--config-file", str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        done = schema_check(path)
         assert done.returncode == 0, f"{name}:\n{done.stdout}{done.stderr}"
         assert "Valid cloud-config" in done.stdout, name
 
@@ -127,16 +124,9 @@ def test_every_top_level_key_is_one_cloud_init_knows(
 
 
 def test_the_schema_check_itself_rejects_a_wrong_document(tmp_path: Path) -> None:
-    tool = cloud_init()
     path = tmp_path / "wrong.yaml"
     path.write_text("#cloud-config\npackages: qemu-guest-agent\nruncmd: {start: agent}\n")
-    done = subprocess.run(
-        [tool, "schema", "--config-file", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    done = schema_check(path)
     assert done.returncode != 0
     assert "is not of type 'array'" in done.stdout + done.stderr
 
