@@ -385,7 +385,7 @@ class _Mapper:
                     provider=provider,
                 )
             found.append(out)
-        role_order = {role: index for index, role in enumerate(ROLES)}
+        role_order: dict[str, int] = {role: index for index, role in enumerate(ROLES)}
         found.sort(key=lambda n: (role_order.get(str(n.get("role")), len(ROLES)), n["name"]))
         self.sections["nodes"] = {"list": found}
         proxmox = self.sections.setdefault("proxmox", {})

@@ -281,8 +281,8 @@ class _Planner:
         for resource in self.state.resources:
             groups.setdefault(_kind(resource), []).append(resource)
         for resource in groups.get("zone", []):
-            kind = TF_ZONE.match(resource.type)
-            self.zone(resource, kind.group("kind") if kind else "")
+            zone_type = TF_ZONE.match(resource.type)
+            self.zone(resource, zone_type.group("kind") if zone_type else "")
         for resource in groups.get("vnet", []):
             self.vnet(resource)
         for resource in groups.get("subnet", []):
@@ -624,8 +624,9 @@ class _Planner:
 
 
 RESTART = (
-    "the provider restarts the VM to apply it (reboot_after_update defaults to true): drain the "
-    "node first, and update cpl nodes one at a time (docs/migration.md, the first up)"
+    "the provider restarts the VM to apply it (reboot_after_update defaults to true), in "
+    "parallel with other VMs: apply it by hand first, one node at a time (docs/migration.md, "
+    "step 4), or drain the node and accept the restart"
 )
 # Program input -> (Terraform path, effect, safe, why) for the VM settings compared one to one.
 VM_SETTINGS: dict[str, tuple[tuple[str, ...], Effect, bool, str]] = {
@@ -671,10 +672,10 @@ def _vm_settings(record: Recorded, values: Mapping[str, Any]) -> list[Change]:
         # Only a memory increase is hot-plugged, and only with `memory` in hotplug (vmUpdate).
         hotplug = "memory" in str(values.get("hotplug") or "")
         grows = isinstance(memory_before, int) and memory_after > memory_before
-        effect: Effect = "update" if grows and hotplug else "reboot"
-        why = "hot-plugged" if effect == "update" else RESTART
+        memory_effect: Effect = "update" if grows and hotplug else "reboot"
+        why = "hot-plugged" if memory_effect == "update" else RESTART
         found.append(
-            Change(name, "memory.dedicated", memory_before, memory_after, effect, grows, why)
+            Change(name, "memory.dedicated", memory_before, memory_after, memory_effect, grows, why)
         )
     boot_before, boot_after = values.get("boot_order") or [], inputs.get("bootOrders") or []
     if boot_after and list(boot_before) != list(boot_after):

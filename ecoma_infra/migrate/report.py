@@ -16,10 +16,10 @@ from ecoma_infra.migrate.state import StateMigration
 from ecoma_infra.migrate.tfvars import render_path
 
 NEXT_STEPS = """\
-Next:
-  1. pulumi preview --stack {stack} --diff   (imports, updates, creates; no replace of any cpl/sts)
-  2. act on every "not safe" line above, then pulumi up --stack {stack} --parallel 1
-  3. retire the Terraform state (terraform state rm, never terraform destroy): docs/migration.md"""
+Next (docs/migration.md):
+  1. act on every NOT SAFE line above; run this again until none is left you do not accept
+  2. pulumi preview --stack {stack} --diff   (imports, updates, creates; no replace, no delete)
+  3. pulumi up --stack {stack}; then retire the Terraform state (state rm, never destroy)"""
 
 
 # --------------------------------------------------------------------------- config

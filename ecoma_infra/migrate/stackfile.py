@@ -25,7 +25,7 @@ _CONFIG = re.compile(r"^config:\s*(#.*)?$")
 
 def adopt_block(import_ids: Mapping[str, str], comment: str, indent: str) -> list[str]:
     body = yaml.safe_dump({ADOPT_KEY: dict(import_ids)}, sort_keys=True, default_flow_style=False)
-    lines = [f"{indent}{MARKER} {line}".rstrip() + "\n" for line in comment.splitlines()]
+    lines = [f"{indent}{MARKER}: {line}".rstrip() + "\n" for line in comment.splitlines()]
     return lines + [f"{indent}{line}\n" for line in body.splitlines()]
 
 

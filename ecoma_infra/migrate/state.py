@@ -50,7 +50,7 @@ def migrate_state(
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
     comment = (
         f"written by `ecoma-infra migrate terraform state` from {state_path.name} ({stamp}).\n"
-        "The import ids of resources Terraform made; keep them while those resources live."
+        "import ids of what Terraform built; keep them while those resources live."
     )
     text = stack_path.read_text(encoding="utf-8")
     new_text = with_adopt(text, plan.import_ids, comment, source=str(stack_path))

@@ -151,7 +151,7 @@ def _syntax_problem(error: UnexpectedInput, text: str) -> TfvarsProblem:
     found = ""
     if isinstance(error, UnexpectedToken):
         found = f"unexpected {error.token!r}"
-    elif isinstance(error, UnexpectedCharacters):
+    elif isinstance(error, UnexpectedCharacters) and isinstance(line, int) and line > 0 and column:
         found = f"unexpected character {text.splitlines()[line - 1][column - 1 : column]!r}"
     return TfvarsProblem(
         (),

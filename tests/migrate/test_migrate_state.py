@@ -94,7 +94,7 @@ def test_the_stack_file_gains_the_adopt_block_and_nothing_else(migrated_prod):
         if line.startswith("-") and not line.startswith("---")
     ]
     assert removed == []
-    assert added[0].startswith("  # ecoma:adopt written by `ecoma-infra migrate terraform state`")
+    assert added[0].startswith("  # ecoma:adopt: written by `ecoma-infra migrate terraform state`")
     assert "  ecoma:adopt:\n" in added
     assert "    sts-1-vm: pve1/5301\n" in added
     config = yaml.safe_load(stack.read_text())["config"]
@@ -153,7 +153,7 @@ def test_the_adopt_block_keeps_comments_and_replaces_an_old_block():
     assert "old-vm" not in result
     assert "written before" not in result
     assert result.endswith(
-        "  ecoma:k3s: {version: v1}\n  # ecoma:adopt again\n  ecoma:adopt:\n"
+        "  ecoma:k3s: {version: v1}\n  # ecoma:adopt: again\n  ecoma:adopt:\n"
         "    a-vm: pve1/3\n    b-vm: pve1/2\n"
     )
 

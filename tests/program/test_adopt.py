@@ -35,7 +35,9 @@ def with_adopt(ids: dict[str, str]) -> Any:
 
 @pytest.fixture(scope="module")
 def adopted(tmp_path_factory: pytest.TempPathFactory) -> PreviewResult:
-    return run_offline(stack_variant(tmp_path_factory.mktemp("adopt"), "staging", with_adopt(ADOPT)))
+    return run_offline(
+        stack_variant(tmp_path_factory.mktemp("adopt"), "staging", with_adopt(ADOPT))
+    )
 
 
 @pytest.fixture(scope="module")
