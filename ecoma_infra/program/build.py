@@ -12,6 +12,7 @@ from typing import Any
 
 import pulumi
 
+from ecoma_infra.program import adopt
 from ecoma_infra.program.components import proxmox as pve
 from ecoma_infra.program.components import tailscale as ts
 from ecoma_infra.program.components.pool import BurstPoolArgs, BurstPoolComponent
@@ -28,6 +29,8 @@ POOL_CLASSES: dict[CloudProvider, str] = {
 
 def build_stack(config: StackConfig, secrets: Secrets) -> None:
     stack = pulumi.get_stack()
+    # Before any resource: the transformation applies to what is constructed after it.
+    adoption = adopt.register(config.adopt)
     proxmox_provider = pve.make_provider(config.proxmox, secrets)
     tailscale_provider = ts.make_provider("tailscale", config.tailscale, secrets)
     policy = ts.TailnetPolicy("tailnet-policy", config, provider=tailscale_provider)
@@ -57,6 +60,7 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
                 storage=config.storage,
                 tailscale=config.tailscale,
                 vnet_id=sdn.vnet_id,
+                adopted=adoption.adopted(pve.vm_name(node.name)),
             ),
             provider=proxmox_provider,
             tailscale_provider=keys_provider,
@@ -100,6 +104,7 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
         lambda resolved: build_inventory(stack, config, resolved)
     )
     export_outputs(config, secrets, nodes, inventory)
+    adoption.check_all_applied()
 
 
 def burst_summary(config: StackConfig) -> dict[str, Any]:

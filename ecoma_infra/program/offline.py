@@ -23,6 +23,7 @@ from pulumi.runtime import mocks, rpc, settings
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
+from ecoma_infra.errors import EcomaError
 from ecoma_infra.paths import project_root
 from ecoma_infra.stack.load import load_stack_file
 from ecoma_infra.stack.model import NAMESPACE, required_secrets
@@ -131,6 +132,7 @@ class Recorded:
     inputs: dict[str, Any]
     secret_outputs: list[str] = field(default_factory=list)
     replacement_trigger: Any = None
+    import_id: str = ""  # the `import` option: an existing resource this run adopts
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -162,6 +164,7 @@ class RecordingMonitor(mocks.MockMonitor):
                         if request.HasField("replacement_trigger")
                         else None
                     ),
+                    import_id=request.importId,
                 )
             )
         return response
@@ -176,15 +179,18 @@ class PreviewResult:
 
     def resources(self) -> list[dict[str, Any]]:
         by_urn = {r.urn: r for r in self.records}
-        return [
-            {
+        found = []
+        for r in self.records:
+            resource = {
                 "type": r.type,
                 "name": r.name,
                 "parent": by_urn[r.parent].name if r.parent in by_urn else None,
                 "inputs": redact(r.inputs),
             }
-            for r in self.records
-        ]
+            if r.import_id:
+                resource["import"] = r.import_id
+            found.append(resource)
+        return found
 
     def document(self) -> dict[str, Any]:
         return {"stack": self.stack, "resources": self.resources(), "outputs": self.outputs}
@@ -214,7 +220,10 @@ def run_offline(path: Path, *, program: Path | None = None) -> PreviewResult:
         monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor
     )
     try:
-        runpy.run_path(str(program), run_name="__pulumi_program__")
+        try:
+            runpy.run_path(str(program), run_name="__pulumi_program__")
+        except pulumi.RunError as error:  # the program's own clean failure (no traceback)
+            raise EcomaError(f"{path}: {error}") from None
         _sync_await(wait_for_rpcs())
         root = cast(Any, settings.get_root_resource())
         outputs: dict[str, Any] = {}

@@ -429,6 +429,12 @@ class StorageSettings(_Model):
         return disk.filesystem or self.filesystems.get(disk.tier, "ext4")
 
 
+# A Pulumi resource name of this program (`sts-1-vm`, `sdn-zone`, `burst-aws-vpc`) and a
+# provider's import id (`pve1/5301`, `ecomanet/ecoma-10.41.1.0-24`, `vpc-0a1b2c3d`).
+ResourceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,127}$")]
+ImportId = Annotated[str, StringConstraints(pattern=r"^\S{1,256}$")]
+
+
 class CredentialPolicy(_Model):
     """When a credential of the stack was last rotated and how old it may get."""
 
@@ -458,6 +464,13 @@ class StackConfig(_Model):
         default_factory=dict,
         description="Rotation record per credential CI uses, keyed like the secret keys "
         "(and `k3s_agent_token`); read by `ecoma-infra credentials check`.",
+    )
+    adopt: dict[ResourceName, ImportId] = Field(
+        default_factory=dict,
+        description="Existing resources that `up` imports instead of creating (the `import` "
+        "resource option): the resource's name, as `ecoma-infra preview --offline` shows it, "
+        "-> the provider's import id. Written by `ecoma-infra migrate terraform state`; keep it "
+        "while those resources live (the engine skips an id it has already imported).",
     )
 
     def nodes_with_role(self, role: Role) -> list[Node]:

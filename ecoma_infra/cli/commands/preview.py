@@ -115,6 +115,7 @@ def _summary(record: Recorded) -> str:
             ("protected", record.protect),
             ("retained-on-delete", record.retain_on_delete),
             (f"ignores:{','.join(record.ignore_changes)}", bool(record.ignore_changes)),
+            (f"import:{record.import_id}", bool(record.import_id)),
         )
         if on
     ]

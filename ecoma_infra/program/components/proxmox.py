@@ -26,6 +26,15 @@ from ecoma_infra.stack.pulumi_config import Secrets, as_secret
 
 # Roles whose machines hold state that a rebuild would lose: etcd on cpl, data on sts.
 STATEFUL_ROLES = ("cpl", "sts")
+# Never rename: the name is the VM's identity in the stack (and in `ecoma:adopt`).
+VM_SUFFIX = "-vm"
+# The user data an adopted VM keeps (see ProxmoxNode).
+USER_DATA_FIELD = "initialization.userDataFileId"
+
+
+def vm_name(node_name: str) -> str:
+    """`sts-1` -> `sts-1-vm`: the Pulumi name of a node's VM."""
+    return f"{node_name}{VM_SUFFIX}"
 
 
 def make_provider(settings: ProxmoxSettings, secrets: Secrets) -> proxmox.Provider:
@@ -153,6 +162,7 @@ class ProxmoxNodeArgs:
     storage: StorageSettings
     tailscale: TailscaleSettings
     vnet_id: pulumi.Input[str]
+    adopted: bool = False  # the VM exists already and is imported (ecoma:adopt)
 
     @property
     def stateful(self) -> bool:
@@ -239,8 +249,15 @@ class ProxmoxNode(pulumi.ComponentResource):
         ignore = ["clone"]
         if args.protected and node.name not in settings.unlock_disks:
             ignore.append("disks")
+        if args.adopted:
+            # An adopted VM keeps the user data it was created with. The provider replaces a VM
+            # whose `user_data_file_id` changes (ForceNew, bpg vm.go), and Proxmox derives the
+            # cloud-init instance-id from the user data and network config (qemu-server
+            # Cloudinit.pm, nocloud_gen_metadata): new user data would run first boot again at
+            # the next start. The new snippet is uploaded but not attached.
+            ignore.append(USER_DATA_FIELD)
         self.vm = proxmox.VmLegacy(
-            f"{name}-vm",
+            vm_name(name),
             node_name=node.hypervisor,
             name=node.name,
             vm_id=node.vm_id,

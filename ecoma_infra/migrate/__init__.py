@@ -1,0 +1,1 @@
+"""Migrating from the Terraform + Ansible codebase (see docs/migration.md)."""
