@@ -917,3 +917,29 @@ def test_gcp_service_account_of_another_project_warns(site: Site) -> None:
     assert (code, found["status"]) == (0, "warn")
     assert "the pool's is ecoma-staging" in found["detail"]
     assert "-----BEGIN PRIVATE KEY-----" not in site.out
+
+
+# --------------------------------------------------------------------------- README
+
+
+def test_readme_first_live_deployment_is_one_command_per_step_and_names_real_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+
+    from stacks import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## First live deployment$(?P<body>.*?)^## ", readme, re.M | re.S)
+    assert section, "README.md has no First live deployment section"
+    steps = re.findall(r"^\d+\. (.*)$", section.group("body"), re.M)
+    assert len(steps) >= 8
+    assert all("`" in step for step in steps), "every step shows its command"
+    used = set(re.findall(r"ecoma-infra (\w+)", section.group("body")))
+    assert {"doctor", "deploy", "configure", "validate"} <= used
+    for command in sorted(used):
+        with pytest.raises(SystemExit) as exited:
+            cli.build_parser().parse_args([command, "--help"])
+        assert exited.value.code == 0, command
+    assert "docs/first-deployment.md" in section.group("body")
+    assert (ROOT / "docs" / "first-deployment.md").is_file()
