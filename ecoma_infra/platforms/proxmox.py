@@ -287,7 +287,7 @@ class ProxmoxApi:
             raise ProxmoxApiError(
                 self._redact(
                     f"{shown}: HTTP {error.status_code}: {_proxmox_message(error)}. "
-                    f"Check: {self._hint(error.status_code)}"
+                    f"Check: {self._hint(error.status_code, path)}"
                 ),
                 error.status_code,
             ) from None
@@ -312,14 +312,19 @@ class ProxmoxApi:
             raise ProxmoxApiError(f"{shown}: the answer is not JSON")
         return data
 
-    def _hint(self, status: int) -> str:
+    def _hint(self, status: int, path: tuple[str, ...]) -> str:
         if status == 401:
             return f"{self.credential} ({self.token_id.full}) is a valid token, not expired"
-        if status == 403:
+        if status == 403 and path[:2] in (("access", "users"), ("access", "acl")):
             return (
                 f"the privileges of {self.token_id.full}: tokens of {self.token_id.userid} need "
                 f"User.Modify on /access/users/{self.token_id.userid}; copying ACLs needs "
                 "Permissions.Modify on their paths; listing ACLs needs Sys.Audit on /access"
+            )
+        if status == 403:
+            return (
+                f"the privileges of {self.token_id.full} (PVE names the path and privilege "
+                "above; a privilege-separated token needs them on itself and on its user)"
             )
         if status >= 500:
             return "the message above and the PVE node (journalctl -u pvedaemon -u pveproxy)"

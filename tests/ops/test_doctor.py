@@ -250,6 +250,16 @@ def test_without_any_credential_nothing_is_ok_that_was_not_checked(site: Site) -
 # --------------------------------------------------------------------------- Proxmox
 
 
+def test_simulated_proxmox_malformed_token_is_named_not_shown(site: Site) -> None:
+    malformed = "ci@pve-" + site.token.partition("=")[2]  # no !TOKENID=
+    site.monkeypatch.setenv("PROXMOX_VE_API_TOKEN", malformed)
+
+    assert_failed(
+        site, "proxmox", "api", fix="export PROXMOX_VE_API_TOKEN as USER@REALM!TOKENID=SECRET"
+    )
+    assert malformed not in site.out
+
+
 def test_simulated_proxmox_refused_token(site: Site) -> None:
     site.monkeypatch.setenv("PROXMOX_VE_API_TOKEN", site.token[:-4] + "0000")
 
@@ -296,7 +306,7 @@ def test_simulated_proxmox_token_without_the_privileges_up_needs(site: Site) -> 
         site,
         "proxmox",
         "privileges",
-        fix=f"pveum acl modify <path> --tokens {full} --roles EcomaInfra",
+        fix=f"pveum acl modify <path> --users ci@pve --tokens {full} --roles EcomaInfra",
         detail="/sdn: SDN.Allocate",
     )
     _, document = site.report()

@@ -97,6 +97,8 @@ def proxmox_checks(
 
 def _api_fix(error: EcomaError) -> str:
     status = getattr(error, "status", 0)
+    if "is not of the form" in str(error):
+        return f"export {PROXMOX_TOKEN_ENV} as USER@REALM!TOKENID=SECRET"
     if status == 401:
         return f"export a valid, unexpired token in {PROXMOX_TOKEN_ENV}"
     if "TLS" in str(error):
@@ -243,10 +245,10 @@ class _Session:
             AREA,
             "privileges",
             f"{token} lacks {sum(len(p) for p in missing.values())} privileges `up` needs: {shown}",
-            f'`pveum role add EcomaInfra -privs "{",".join(every)}"` (or `pveum role modify`), '
-            f"then `pveum acl modify <path> --tokens {token} --roles EcomaInfra` for "
-            f"{', '.join(_covering_paths(missing))}; a privilege-separated token needs the ACL "
-            "on the token itself",
+            f'`pveum role add EcomaInfra --privs "{",".join(every)}"` (or `pveum role modify`), '
+            f"then `pveum acl modify <path> --users {self.api.token_id.userid} --tokens {token} "
+            f"--roles EcomaInfra` for {', '.join(_covering_paths(missing))} (a "
+            "privilege-separated token holds only what both it and its user hold)",
         )
 
     # --- hypervisors --------------------------------------------------------------------------
@@ -478,7 +480,8 @@ class _Session:
             volume, _, options = str(value).partition(",")
             if _CLOUDINIT_VOLUME.search(volume) and "media=cdrom" in options.split(","):
                 return ok(AREA, f"{name} cloud-init drive", f"{key}: {volume}")
-        datastore = self.config.proxmox.datastores.get("hot") or "local-lvm"
+        boot_disk = str(config.get(self.config.proxmox.template_boot_interface, ""))
+        datastore = boot_disk.partition(":")[0] if ":" in boot_disk else "local-lvm"
         return fail(
             AREA,
             f"{name} cloud-init drive",
