@@ -10,10 +10,12 @@ wrap them so that every server is shut down after its test.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import ipaddress
 import json
 import secrets
+import socket
 import ssl
 import tempfile
 import threading
@@ -48,6 +50,8 @@ class SimulatedApi:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.certificate: str | None = None
+        """With TLS: the PEM of the server's self-signed certificate (a CA bundle for clients)."""
 
     @property
     def url(self) -> str:
@@ -94,7 +98,9 @@ class SimulatedApi:
         if self.tls:
             self._tmp = tempfile.TemporaryDirectory()
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*_self_signed_certificate(Path(self._tmp.name)))
+            cert_file, key_file = _self_signed_certificate(Path(self._tmp.name))
+            context.load_cert_chain(cert_file, key_file)
+            self.certificate = cert_file
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -159,8 +165,24 @@ def tailscale_api_key(key_id: str) -> str:
     return "-".join(["tskey", "api", key_id, secrets.token_hex(16)])
 
 
+# A fresh tailnet's policy: everyone reaches everything, Tailscale SSH to one's own devices.
+DEFAULT_TAILNET_POLICY: dict[str, Any] = {
+    "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+    "ssh": [
+        {
+            "action": "check",
+            "src": ["autogroup:member"],
+            "dst": ["autogroup:self"],
+            "users": ["autogroup:nonroot", "root"],
+        }
+    ],
+}
+
+
 class SimulatedTailscale(SimulatedApi):
-    """The Tailscale API v2: devices, device deletion, keys and the OAuth token endpoint."""
+    """The Tailscale API v2: devices (routes with `fields=all`), device deletion, keys, the
+    policy file (read as JSON, validated without applying) and the OAuth token endpoint, whose
+    access tokens carry the client's scopes and are refused (403) outside them."""
 
     def __init__(self, tailnet: str = "ecoma.io") -> None:
         super().__init__()
@@ -174,8 +196,23 @@ class SimulatedTailscale(SimulatedApi):
         self.exchanges = 0
         self.devices: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, dict[str, Any]] = {}
+        self.client_scopes = "devices:core auth_keys"
+        """The scopes of the OAuth client (space-separated), granted to each access token."""
+        self.say_scopes = True
+        """The token answer carries `scope`."""
+        self._token_scopes: dict[str, frozenset[str]] = {}
+        self.policy: dict[str, Any] = copy.deepcopy(DEFAULT_TAILNET_POLICY)
+        self.validate_message = ""
+        """What POST /acl/validate says (empty: the policy is valid)."""
+        self.validated: list[dict[str, Any]] = []
 
-    def add_device(self, hostname: str) -> str:
+    def add_device(
+        self,
+        hostname: str,
+        *,
+        tags: tuple[str, ...] = ("tag:ecoma-wkr",),
+        routes: tuple[str, ...] = (),
+    ) -> str:
         node_id = "n" + secrets.token_hex(6) + "CNTRL"
         self.devices[node_id] = {
             "addresses": [f"100.64.0.{len(self.devices) + 1}"],
@@ -188,10 +225,12 @@ class SimulatedTailscale(SimulatedApi):
             "os": "linux",
             "created": "2025-05-01T08:00:00Z",
             "lastSeen": "2025-06-01T11:59:00Z",
-            "tags": ["tag:ecoma-wkr"],
+            "tags": list(tags),
             "authorized": True,
             "isExternal": False,
             "keyExpiryDisabled": True,
+            "advertisedRoutes": list(routes),
+            "enabledRoutes": list(routes),
         }
         return node_id
 
@@ -207,25 +246,62 @@ class SimulatedTailscale(SimulatedApi):
             "userId": "u" + secrets.token_hex(5) + "CNTRL",
         }
 
-    def _authorized(self, auth: str) -> bool:
+    def _scopes(self, auth: str) -> frozenset[str] | None:
+        """The scopes of the caller's credential (an API key: all); None: not authorized."""
         scheme, _, credential = auth.partition(" ")
         if scheme == "Basic":  # the API also takes the key as the basic-auth user name
             credential = base64.b64decode(credential).decode().partition(":")[0]
         elif scheme != "Bearer":
-            return False
-        return credential == self.api_key or credential in self.access_tokens
+            return None
+        if credential == self.api_key:
+            return frozenset({"all"})
+        if credential in self.access_tokens:
+            return self._token_scopes.get(credential, frozenset())
+        return None
 
-    def handle(self, method: str, target: str, auth: str, body: bytes) -> Answer:  # noqa: PLR0911 (a router)
-        path = urllib.parse.urlsplit(target).path
+    @staticmethod
+    def _allows(scopes: frozenset[str], scope: str, method: str) -> bool:
+        if "all" in scopes or scope in scopes:
+            return True
+        return method == "GET" and ("all:read" in scopes or f"{scope}:read" in scopes)
+
+    def handle(self, method: str, target: str, auth: str, body: bytes) -> Answer:  # noqa: PLR0911, PLR0912 (a router)
+        split = urllib.parse.urlsplit(target)
+        path, query = split.path, urllib.parse.parse_qs(split.query)
         kind = "bearer" if auth.startswith("Bearer ") else ("none" if not auth else "other")
         self.seen.append(Seen(method, path, kind))
         if method == "POST" and path == "/api/v2/oauth/token":
             return self._token(body)
-        if not self._authorized(auth):
+        scopes = self._scopes(auth)
+        if scopes is None:
             return 401, "Unauthorized", {"message": "API token invalid"}
         prefix = f"/api/v2/tailnet/{urllib.parse.quote(self.tailnet, safe='')}"
+        needed = (
+            "policy_file"
+            if path.startswith(f"{prefix}/acl")
+            else "auth_keys"
+            if path.startswith(f"{prefix}/keys")
+            else "devices:core"
+        )
+        if not self._allows(scopes, needed, method if not path.endswith("/validate") else "GET"):
+            return 403, "Forbidden", {"message": "calling actor does not have enough permissions"}
         if method == "GET" and path == f"{prefix}/devices":
-            return 200, "OK", {"devices": list(self.devices.values())}
+            devices = [dict(d) for d in self.devices.values()]
+            if query.get("fields") != ["all"]:  # the default listing omits the routes
+                for device in devices:
+                    device.pop("advertisedRoutes", None)
+                    device.pop("enabledRoutes", None)
+            return 200, "OK", {"devices": devices}
+        if method == "GET" and path == f"{prefix}/keys":
+            return 200, "OK", {"keys": [{"id": key} for key in self.keys]}
+        if method == "GET" and path == f"{prefix}/acl":
+            return 200, "OK", copy.deepcopy(self.policy)
+        if method == "POST" and path == f"{prefix}/acl/validate":
+            self.validated.append(json.loads(body or b"{}"))
+            if self.validate_message:
+                data = [{"user": "tag:ecoma-wkr", "errors": ["test failed"]}]
+                return 200, "OK", {"message": self.validate_message, "data": data}
+            return 200, "OK", {}
         if method == "GET" and path.startswith(f"{prefix}/keys/"):
             key = self.keys.get(path.rsplit("/", 1)[1])
             if key is None:
@@ -249,16 +325,15 @@ class SimulatedTailscale(SimulatedApi):
         self.exchanges += 1
         token = "tskey-" + "api-access-" + secrets.token_hex(20)
         self.access_tokens.add(token)
-        return (
-            200,
-            "OK",
-            {
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_in": self.token_lifetime,
-                "scope": "devices:core auth_keys",
-            },
-        )
+        self._token_scopes[token] = frozenset(self.client_scopes.split())
+        answer: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+        }
+        if self.say_scopes:
+            answer["scope"] = self.client_scopes
+        return 200, "OK", answer
 
 
 # --------------------------------------------------------------------------- Proxmox VE
@@ -272,17 +347,52 @@ class PveToken:
     comment: str = ""
 
 
+# Every privilege of PVE 8/9 that this project's checks name (pve-access-control's list).
+ALL_PRIVILEGES = [
+    "Datastore.Allocate",
+    "Datastore.AllocateSpace",
+    "Datastore.AllocateTemplate",
+    "Datastore.Audit",
+    "SDN.Allocate",
+    "SDN.Audit",
+    "SDN.Use",
+    "Sys.Audit",
+    "Sys.Modify",
+    "VM.Allocate",
+    "VM.Audit",
+    "VM.Clone",
+    "VM.Config.CDROM",
+    "VM.Config.CPU",
+    "VM.Config.Cloudinit",
+    "VM.Config.Disk",
+    "VM.Config.HWType",
+    "VM.Config.Memory",
+    "VM.Config.Network",
+    "VM.Config.Options",
+    "VM.GuestAgent.Audit",
+    "VM.Migrate",
+    "VM.Monitor",
+    "VM.PowerMgmt",
+]
+
 ROLES: dict[str, list[str]] = {
     "PVEVMAdmin": ["VM.Allocate", "VM.Audit", "VM.Clone", "VM.Config.Disk", "VM.PowerMgmt"],
     "PVEDatastoreUser": ["Datastore.AllocateSpace", "Datastore.Audit"],
     "PVESDNAdmin": ["SDN.Allocate", "SDN.Audit"],
+    "Administrator": ALL_PRIVILEGES,
 }
+# Paths PVE always reports effective permissions for (pve-access-control
+# `get_effective_permissions`), besides every path that has an ACL.
+DEFAULT_PERMISSION_PATHS = ("/", "/access", "/nodes", "/pool", "/sdn", "/storage", "/vms")
 
 
 class SimulatedProxmox(SimulatedApi):
     """The Proxmox VE API (`/api2/json`) over TLS: token read, list, create and delete, ACLs,
-    the version and the caller's effective permissions. `events` records every change in
-    order; tests may share that list with a simulated stack to check the order across both."""
+    the version and the caller's effective permissions; and the cluster as `doctor` reads it:
+    nodes, their datastores and bridges, VMs (`/cluster/resources`, `/cluster/nextid`, a VM's
+    config), SDN zones and vnets. GET parameters come in the query string, POST and PUT ones in
+    the form body, as proxmoxer sends them. `events` records every change in order; tests may
+    share that list with a simulated stack to check the order across both."""
 
     tls = True
 
@@ -299,22 +409,86 @@ class SimulatedProxmox(SimulatedApi):
         """Tokens created through the API fail to authenticate (a broken rotation)."""
         self.fail: Callable[[str, str], Answer | None] | None = None
         """Called with (method, path) first; an answer it returns is sent instead."""
+        self.version = {"version": "8.3.2", "release": "8.3", "repoid": "3e76eec2"}
+        self.nodes: dict[str, str] = {}
+        """Hypervisor -> status (online, offline, unknown)."""
+        self.storage: dict[str, dict[str, dict[str, Any]]] = {}
+        """Hypervisor -> datastore -> its entry as `/nodes/{node}/storage` lists it."""
+        self.bridges: dict[str, list[str]] = {}
+        self.bridges_need_audit = False
+        """Listing a node's network answers 403 (the token lacks Sys.Audit on /nodes/<node>)."""
+        self.vms: dict[int, dict[str, Any]] = {}
+        """VM id -> its `/cluster/resources` entry plus `config` (the VM's configuration)."""
+        self.hidden: set[int] = set()
+        """VM ids that exist but that the token may not audit (absent from listings)."""
+        self.zones: dict[str, dict[str, Any]] = {}
+        self.vnets: dict[str, dict[str, Any]] = {}
+        self.sdn_available = True
 
-    def add_token(self, tokenid: str, *, expire: int = 0, privsep: int = 1) -> str:
-        """A token with its own ACLs; returns `USER@REALM!TOKENID=SECRET`."""
+    def add_node(self, name: str, status: str = "online") -> None:
+        self.nodes[name] = status
+        self.storage.setdefault(name, {})
+        self.bridges.setdefault(name, ["vmbr0"])
+
+    def add_storage(
+        self, node: str, storage: str, content: str, *, kind: str = "dir", **extra: Any
+    ) -> None:
+        self.storage.setdefault(node, {})[storage] = {
+            "storage": storage,
+            "type": kind,
+            "content": content,
+            "enabled": 1,
+            "active": 1,
+            "shared": 0,
+            "avail": 500 * 2**30,
+            "total": 1000 * 2**30,
+            **extra,
+        }
+
+    def add_vm(
+        self,
+        vmid: int,
+        node: str,
+        name: str,
+        *,
+        tags: str = "",
+        template: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        entry = {
+            "id": f"qemu/{vmid}",
+            "type": "qemu",
+            "vmid": vmid,
+            "node": node,
+            "name": name,
+            "status": "stopped",
+            "template": 1 if template else 0,
+            "tags": tags,
+            "config": {"name": name, **(config or {})},
+        }
+        self.vms[vmid] = entry
+        return entry
+
+    def add_token(
+        self,
+        tokenid: str,
+        *,
+        expire: int = 0,
+        privsep: int = 1,
+        grants: tuple[tuple[str, str], ...] = (
+            ("/", "PVEVMAdmin"),
+            ("/storage", "PVEDatastoreUser"),
+        ),
+    ) -> str:
+        """A token with its own ACLs (propagated `(path, role)` grants); returns
+        `USER@REALM!TOKENID=SECRET`."""
         value = str(uuid.uuid4())
         self.issued.append(value)
         self.tokens[(self.userid, tokenid)] = PveToken(value, expire, privsep, "made by hand")
         full = f"{self.userid}!{tokenid}"
         self.acl += [
-            {"path": "/", "type": "token", "ugid": full, "roleid": "PVEVMAdmin", "propagate": 1},
-            {
-                "path": "/storage",
-                "type": "token",
-                "ugid": full,
-                "roleid": "PVEDatastoreUser",
-                "propagate": 1,
-            },
+            {"path": path, "type": "token", "ugid": full, "roleid": role, "propagate": 1}
+            for path, role in grants
         ]
         return f"{full}={value}"
 
@@ -337,7 +511,8 @@ class SimulatedProxmox(SimulatedApi):
     def handle(self, method: str, target: str, auth: str, body: bytes) -> Answer:  # noqa: PLR0911 (a router)
         split = urllib.parse.urlsplit(target)
         path = urllib.parse.unquote(split.path).removeprefix("/api2/json")
-        params = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(split.query).items()}
+        params.update({k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()})
         caller = self._caller(auth)
         self.seen.append(Seen(method, path, caller or "anonymous"))
         if caller is None:
@@ -346,21 +521,86 @@ class SimulatedProxmox(SimulatedApi):
             return answer
         parts = path.strip("/").split("/")
         if method == "GET" and path == "/version":
-            return 200, "OK", {"data": {"version": "8.3.2", "release": "8.3", "repoid": "3e76eec2"}}
+            return 200, "OK", {"data": dict(self.version)}
         if method == "GET" and path == "/access/permissions":
             return 200, "OK", {"data": self._permissions(caller)}
         if path == "/access/acl":
             return self._acl(method, caller, params)
         if parts[:2] == ["access", "users"] and len(parts) >= 4 and parts[3] == "token":
             return self._token(method, parts[2], parts[4] if len(parts) > 4 else None, params)
+        if method == "GET" and (parts[0] == "nodes" or parts[0] == "cluster"):
+            return self._cluster(path, parts, params)
         return 501, f"Method '{method} {path}' not implemented", {"data": None}
 
+    def _cluster(  # noqa: PLR0911, PLR0912 (a router)
+        self, path: str, parts: list[str], params: dict[str, str]
+    ) -> Answer:
+        """The read-only calls `doctor` makes."""
+        if parts == ["nodes"]:
+            listed = [{"node": n, "status": s, "level": ""} for n, s in self.nodes.items()]
+            return 200, "OK", {"data": listed}
+        if len(parts) >= 3 and parts[0] == "nodes" and parts[1] not in self.nodes:
+            return 595, f"no such cluster node '{parts[1]}'", {"data": None}
+        if len(parts) == 3 and parts[2] == "storage":
+            return 200, "OK", {"data": list(self.storage.get(parts[1], {}).values())}
+        if len(parts) == 3 and parts[2] == "network":
+            if self.bridges_need_audit:
+                return (
+                    403,
+                    f"Permission check failed (/nodes/{parts[1]}, Sys.Audit)",
+                    {"data": None},
+                )
+            bridges = [{"iface": b, "type": "bridge"} for b in self.bridges.get(parts[1], [])]
+            return 200, "OK", {"data": bridges}
+        if len(parts) == 5 and parts[2] == "qemu" and parts[4] == "config":
+            vm = self.vms.get(int(parts[3]))
+            if vm is None or vm["node"] != parts[1]:
+                conf = f"nodes/{parts[1]}/qemu-server/{parts[3]}.conf"
+                return 500, f"Configuration file '{conf}' does not exist", {"data": None}
+            return 200, "OK", {"data": dict(vm["config"])}
+        if parts == ["cluster", "resources"]:
+            visible = [
+                {k: v for k, v in vm.items() if k != "config"}
+                for vmid, vm in sorted(self.vms.items())
+                if vmid not in self.hidden and params.get("type") in (None, "vm")
+            ]
+            return 200, "OK", {"data": visible}
+        if parts == ["cluster", "nextid"]:
+            vmid = int(params.get("vmid", "100"))
+            if vmid in self.vms:
+                return (
+                    400,
+                    "Parameter verification failed.",
+                    {"data": None, "errors": {"vmid": f"VM {vmid} already exists"}},
+                )
+            return 200, "OK", {"data": str(vmid)}
+        if parts[:2] == ["cluster", "sdn"] and not self.sdn_available:
+            return 501, f"Method 'GET {path}' not implemented", {"data": None}
+        if parts == ["cluster", "sdn", "zones"]:
+            return 200, "OK", {"data": list(self.zones.values())}
+        if parts == ["cluster", "sdn", "vnets"]:
+            return 200, "OK", {"data": list(self.vnets.values())}
+        return 501, f"Method 'GET {path}' not implemented", {"data": None}
+
     def _permissions(self, caller: str) -> dict[str, dict[str, int]]:
+        """The effective privileges at every default path and every path with an ACL, each
+        with its propagate flag: walking from / down, a deeper ACL replaces what a propagated
+        one above gave (pve-access-control `permissions`, `get_effective_permissions`)."""
+        mine = [entry for entry in self.acl if entry["ugid"] == caller]
+        paths = set(DEFAULT_PERMISSION_PATHS) | {entry["path"] for entry in mine}
         found: dict[str, dict[str, int]] = {}
-        for entry in self.acl:
-            if entry["ugid"] == caller:
-                privileges = found.setdefault(entry["path"], {})
-                privileges.update(dict.fromkeys(ROLES.get(entry["roleid"], []), 1))
+        for path in sorted(paths):
+            privileges: dict[str, int] = {}
+            for ancestor in _ancestors(path):
+                for entry in mine:
+                    if entry["path"] != ancestor:
+                        continue
+                    propagate = int(entry.get("propagate", 1))
+                    if ancestor != path and not propagate:
+                        continue
+                    privileges.update(dict.fromkeys(ROLES.get(entry["roleid"], []), propagate))
+            if privileges:
+                found[path] = privileges
         return found
 
     def _acl(self, method: str, caller: str, params: dict[str, str]) -> Answer:
@@ -440,3 +680,75 @@ class SimulatedProxmox(SimulatedApi):
             self.events.append(f"proxmox: delete {full}")
             return 200, "OK", {"data": None}
         return 501, "not implemented", {"data": None}
+
+
+def _ancestors(path: str) -> list[str]:
+    """`/vms/100` -> `/`, `/vms`, `/vms/100`."""
+    parts = [part for part in path.split("/") if part]
+    return ["/"] + ["/" + "/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+# --------------------------------------------------------------------------- DNS
+
+
+class SimulatedResolver:
+    """A DNS server on 127.0.0.1 (UDP, a free port) built with dnspython: `mode` "answer" gives
+    an A record for the names in `records` and NXDOMAIN for others, "refuse" answers REFUSED,
+    "silent" reads queries and never answers."""
+
+    def __init__(self, records: dict[str, str] | None = None, mode: str = "answer") -> None:
+        self.records = dict(records or {})
+        self.mode = mode
+        self.asked: list[str] = []
+        self._socket: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None, "server not started"
+        return int(self._socket.getsockname()[1])
+
+    def __enter__(self) -> Self:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.05)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._socket is not None:
+            self._socket.close()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rrset
+
+        assert self._socket is not None
+        while not self._stop.is_set():
+            try:
+                data, client = self._socket.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            name = query.question[0].name.to_text(omit_final_dot=True)
+            self.asked.append(name)
+            if self.mode == "silent":
+                continue
+            response = dns.message.make_response(query)
+            if self.mode == "refuse":
+                response.set_rcode(dns.rcode.REFUSED)
+            elif name in self.records:
+                response.answer.append(
+                    dns.rrset.from_text(name + ".", 60, "IN", "A", self.records[name])
+                )
+            else:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            self._socket.sendto(response.to_wire(), client)

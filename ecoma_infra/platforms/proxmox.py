@@ -1,18 +1,22 @@
-"""The Proxmox VE API: the few calls that token checks and rotation need.
+"""The Proxmox VE API through `proxmoxer`, the maintained Python client: token checks and
+rotation (`credentials`), and the read-only look at the cluster that `doctor` takes.
 
-Token values live in `Secret` objects and reach nothing but the HTTP `Authorization` header."""
+Token values live in `Secret` objects and reach nothing but the HTTP `Authorization` header that
+proxmoxer builds. (proxmoxer logs answers only at DEBUG and pins its own loggers to WARNING, so a
+new token's value, which arrives in an answer, is never logged.)"""
 
 from __future__ import annotations
 
-import json
 import re
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import requests
+import urllib3
+from proxmoxer import ProxmoxAPI, ResourceException
 
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.stack.model import (
@@ -96,8 +100,10 @@ def parse_api_token(value: str, where: str = PROXMOX_TOKEN_ENV) -> tuple[TokenId
 
 
 class ProxmoxApi:
-    """The few calls of the Proxmox VE API that token checks and rotation need, authenticated
-    with `Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET`."""
+    """The Proxmox VE API through `proxmoxer` (its `https` backend on `requests`), authenticated
+    with `Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET`: what token checks, rotation and
+    `doctor` need. Every failure is a `ProxmoxApiError` that names the call, PVE's own words and
+    what to check, with the secret masked."""
 
     def __init__(
         self,
@@ -109,7 +115,8 @@ class ProxmoxApi:
         timeout: float = 30.0,
         credential: str = PROXMOX_TOKEN_ENV,
     ) -> None:
-        if urllib.parse.urlsplit(endpoint).scheme not in ("https", "http"):
+        split = urllib.parse.urlsplit(endpoint)
+        if split.scheme != "https" or not split.hostname:
             raise EcomaError(f"Proxmox endpoint {endpoint!r}: use an https:// URL")
         self.endpoint = endpoint.rstrip("/")
         self.token_id = token_id
@@ -117,10 +124,19 @@ class ProxmoxApi:
         self.credential = credential
         self._secret = secret
         self._timeout = timeout
-        self._context = ssl.create_default_context()
-        if insecure:  # ecoma:proxmox.insecure: a self-signed PVE certificate
-            self._context.check_hostname = False
-            self._context.verify_mode = ssl.CERT_NONE
+        host = f"[{split.hostname}]" if ":" in split.hostname else split.hostname
+        # proxmoxer hands `verify_ssl` to requests' `verify`: False skips verification
+        # (ecoma:proxmox.insecure, a self-signed PVE); True verifies against the system CAs, or
+        # the bundle in REQUESTS_CA_BUNDLE (requests reads it when `verify` is True).
+        self._client = ProxmoxAPI(
+            host,
+            port=split.port or DEFAULT_PORT,
+            user=token_id.userid,
+            token_name=token_id.tokenid,
+            token_value=secret.reveal(),
+            verify_ssl=not insecure,
+            timeout=timeout,
+        )
 
     @classmethod
     def from_environment(
@@ -150,13 +166,15 @@ class ProxmoxApi:
     def __repr__(self) -> str:
         return f"ProxmoxApi(endpoint={self.endpoint!r}, token_id={self.token_id.full!r})"
 
+    # --- tokens and ACLs (credentials check and rotate) ---------------------------------------
+
     def token_info(self, token_id: TokenId) -> dict[str, Any]:
         data = self._call("GET", _token_path(token_id))
         return data if isinstance(data, dict) else {}
 
     def token_ids(self, userid: str) -> set[str]:
-        data = self._call("GET", f"/access/users/{_segment(userid)}/token")
-        return {str(item.get("tokenid")) for item in data or [] if isinstance(item, dict)}
+        data = self._call("GET", ("access", "users", userid, "token"))
+        return {str(item.get("tokenid")) for item in _items(data)}
 
     def create_token(self, token_id: TokenId, *, expire: int, comment: str) -> Secret:
         """A new privilege-separated token; its secret is only ever in the answer."""
@@ -177,19 +195,16 @@ class ProxmoxApi:
 
     def token_acl(self, token_id: TokenId) -> list[AclEntry]:
         """The ACL entries given to the token itself."""
-        data = self._call("GET", "/access/acl")
         return [
             AclEntry(str(item["path"]), str(item["roleid"]), bool(int(item.get("propagate", 1))))
-            for item in data or []
-            if isinstance(item, dict)
-            and item.get("type") == "token"
-            and item.get("ugid") == token_id.full
+            for item in _items(self._call("GET", ("access", "acl")))
+            if item.get("type") == "token" and item.get("ugid") == token_id.full
         ]
 
     def grant(self, entry: AclEntry, token_id: TokenId) -> None:
         self._call(
             "PUT",
-            "/access/acl",
+            ("access", "acl"),
             {
                 "path": entry.path,
                 "roles": entry.roleid,
@@ -199,96 +214,170 @@ class ProxmoxApi:
         )
 
     def version(self) -> str:
-        data = self._call("GET", "/version")
-        return str(data.get("version", "")) if isinstance(data, dict) else ""
+        return str(self.version_info().get("version", ""))
 
     def permissions(self) -> dict[str, dict[str, Any]]:
         """The effective privileges of this client's own token, by path."""
-        data = self._call("GET", "/access/permissions")
+        data = self._call("GET", ("access", "permissions"))
         return data if isinstance(data, dict) else {}
 
-    def _call(self, method: str, path: str, params: Mapping[str, str] | None = None) -> Any:
-        url = f"{self.endpoint}/api2/json{path}"
-        body = urllib.parse.urlencode(params).encode() if params is not None else None
-        request = urllib.request.Request(url, data=body, method=method)  # noqa: S310 (scheme checked)
-        request.add_header("Authorization", f"PVEAPIToken={self.token_id.full}={self._reveal()}")
-        request.add_header("Accept", "application/json")
-        if body is not None:
-            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    # --- the cluster as `doctor` reads it -----------------------------------------------------
+
+    def version_info(self) -> dict[str, Any]:
+        """`{version, release, repoid}` (any authenticated user may ask)."""
+        data = self._call("GET", ("version",))
+        return data if isinstance(data, dict) else {}
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's hypervisors: `{node, status: online|offline|unknown, ...}`."""
+        return _items(self._call("GET", ("nodes",)))
+
+    def node_storage(self, node: str) -> list[dict[str, Any]]:
+        """The datastores `node` sees, only those the token may audit or allocate on:
+        `{storage, type, content: "images,rootdir", enabled, active, shared, ...}`."""
+        return _items(self._call("GET", ("nodes", node, "storage")))
+
+    def node_bridges(self, node: str) -> list[dict[str, Any]]:
+        """The Linux and OVS bridges of `node` (needs Sys.Audit on /nodes/<node>)."""
+        return _items(self._call("GET", ("nodes", node, "network"), {"type": "any_bridge"}))
+
+    def vm_resources(self) -> list[dict[str, Any]]:
+        """Every VM the token may audit: `{vmid, node, name, tags: "a;b", template, ...}`."""
+        return _items(self._call("GET", ("cluster", "resources"), {"type": "vm"}))
+
+    def vm_id_free(self, vmid: int) -> bool:
+        """Whether no VM or container has `vmid`, visible to this token or not: PVE answers
+        `/cluster/nextid?vmid=N` with N when it is free and HTTP 400 when it is taken."""
+        try:
+            self._call("GET", ("cluster", "nextid"), {"vmid": str(vmid)})
+        except ProxmoxApiError as error:
+            if error.status == 400:
+                return False
+            raise
+        return True
+
+    def vm_config(self, node: str, vmid: int) -> dict[str, Any]:
+        """The VM's current configuration (needs VM.Audit on /vms/<vmid>)."""
+        data = self._call("GET", ("nodes", node, "qemu", str(vmid), "config"), {"current": "1"})
+        return data if isinstance(data, dict) else {}
+
+    def sdn_zones(self) -> list[dict[str, Any]]:
+        """SDN zones the token may audit: `{zone, type: simple|vlan|vxlan|..., nodes, ...}`."""
+        return _items(self._call("GET", ("cluster", "sdn", "zones")))
+
+    def sdn_vnets(self) -> list[dict[str, Any]]:
+        """SDN vnets the token may audit: `{vnet, zone, tag, ...}`."""
+        return _items(self._call("GET", ("cluster", "sdn", "vnets")))
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _call(
+        self, method: str, path: tuple[str, ...], params: Mapping[str, str] | None = None
+    ) -> Any:
+        # Each segment quoted whole: a user id may hold characters a path must not.
+        resource = self._client([urllib.parse.quote(part, safe="") for part in path])
         shown = f"Proxmox API {method} {_shown(path)}"
         try:
-            with urllib.request.urlopen(  # noqa: S310
-                request, timeout=self._timeout, context=self._context
-            ) as response:
-                text = response.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as error:
+            with warnings.catch_warnings():
+                # ecoma:proxmox.insecure is the stack's own choice, reported by `doctor`; urllib3
+                # would print a warning for every call.
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                data = _send(resource, method, dict(params or {}))
+        except ResourceException as error:
             raise ProxmoxApiError(
                 self._redact(
-                    f"{shown}: HTTP {error.code}: {_proxmox_message(error)}. "
-                    f"Check: {self._hint(error.code)}"
+                    f"{shown}: HTTP {error.status_code}: {_proxmox_message(error)}. "
+                    f"Check: {self._hint(error.status_code, path)}"
                 ),
-                error.code,
+                error.status_code,
             ) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            tls = (
-                " (self-signed certificate? see ecoma:proxmox.insecure)"
-                if isinstance(reason, ssl.SSLError)
-                else ""
-            )
+        except requests.exceptions.SSLError as error:
             raise ProxmoxApiError(
                 self._redact(
-                    f"{shown}: no answer from {self.endpoint}: {reason}{tls}. Check "
+                    f"{shown}: no answer from {self.endpoint}: the TLS handshake failed "
+                    f"({_reason(error)}). Check: a self-signed PVE certificate (set "
+                    "ecoma:proxmox.insecure: true, or export REQUESTS_CA_BUNDLE=<the PVE CA's "
+                    "PEM file>)"
+                )
+            ) from None
+        except (requests.exceptions.RequestException, OSError) as error:
+            raise ProxmoxApiError(
+                self._redact(
+                    f"{shown}: no answer from {self.endpoint}: {_reason(error)}. Check "
                     "ecoma:proxmox.endpoint and the network"
                 )
             ) from None
-        try:
-            document = json.loads(text or "{}")
-        except json.JSONDecodeError:
-            raise ProxmoxApiError(f"{shown}: the answer is not JSON") from None
-        return document.get("data") if isinstance(document, dict) else None
+        if isinstance(data, dict) and isinstance(data.get("errors"), bytes):
+            # proxmoxer's answer when a 2xx body is not JSON (a proxy's page, not PVE).
+            raise ProxmoxApiError(f"{shown}: the answer is not JSON")
+        return data
 
-    def _hint(self, status: int) -> str:
+    def _hint(self, status: int, path: tuple[str, ...]) -> str:
         if status == 401:
             return f"{self.credential} ({self.token_id.full}) is a valid token, not expired"
-        if status == 403:
+        if status == 403 and path[:2] in (("access", "users"), ("access", "acl")):
             return (
                 f"the privileges of {self.token_id.full}: tokens of {self.token_id.userid} need "
                 f"User.Modify on /access/users/{self.token_id.userid}; copying ACLs needs "
                 "Permissions.Modify on their paths; listing ACLs needs Sys.Audit on /access"
             )
+        if status == 403:
+            return (
+                f"the privileges of {self.token_id.full} (PVE names the path and privilege "
+                "above; a privilege-separated token needs them on itself and on its user)"
+            )
         if status >= 500:
             return "the message above and the PVE node (journalctl -u pvedaemon -u pveproxy)"
         return "the parameters named above"
 
-    def _reveal(self) -> str:
-        return self._secret.reveal()
-
     def _redact(self, text: str) -> str:
-        secret = self._reveal()
+        secret = self._secret.reveal()
         return text.replace(secret, "[secret]") if secret else text
 
 
-def _segment(value: str) -> str:
-    return urllib.parse.quote(value, safe="")
+DEFAULT_PORT = 8006  # pveproxy's port
 
 
-def _token_path(token_id: TokenId) -> str:
-    return f"/access/users/{_segment(token_id.userid)}/token/{_segment(token_id.tokenid)}"
+def _send(resource: Any, method: str, params: dict[str, str]) -> Any:
+    """GET and DELETE send `params` in the query string, POST and PUT as a form."""
+    if method == "GET":
+        return resource.get(**params)
+    if method == "DELETE":
+        return resource.delete(**params)
+    if method == "POST":
+        return resource.post(**params)
+    return resource.put(**params)
 
 
-def _shown(path: str) -> str:
-    return urllib.parse.unquote(path)
+def _items(data: Any) -> list[dict[str, Any]]:
+    return [item for item in data or [] if isinstance(item, dict)] if isinstance(data, list) else []
 
 
-def _proxmox_message(error: urllib.error.HTTPError) -> str:
+def _token_path(token_id: TokenId) -> tuple[str, ...]:
+    return ("access", "users", token_id.userid, "token", token_id.tokenid)
+
+
+def _shown(path: tuple[str, ...]) -> str:
+    return "/" + "/".join(path)
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause that requests wraps (urllib3's reason), not the retry noise."""
+    reason = error
+    for _ in range(5):
+        inner = getattr(reason, "reason", None)
+        if inner is None and reason.args and isinstance(reason.args[0], BaseException):
+            inner = reason.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        reason = inner
+    return str(reason) or type(reason).__name__
+
+
+def _proxmox_message(error: ResourceException) -> str:
     """Proxmox puts its message in the status line, parameter errors in `errors`."""
-    message = str(error.reason or "no message")
-    try:
-        body = json.loads(error.read().decode("utf-8", "replace") or "{}")
-    except (json.JSONDecodeError, OSError):
-        body = {}
-    errors = body.get("errors") if isinstance(body, dict) else None
+    message = str(error.content or error.status_message or "no message")
+    errors = error.errors
     if isinstance(errors, dict) and errors:
         message += " (" + "; ".join(f"{k}: {str(v).strip()}" for k, v in errors.items()) + ")"
     return message

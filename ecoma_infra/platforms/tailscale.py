@@ -74,6 +74,13 @@ class TailscaleApi:
         self._token_expires = 0.0
         self.credential = API_KEY_ENV if api_key else OAUTH_CLIENT_SECRET_ENV
         """The environment variable the credential came from, for error messages."""
+        self.granted_scopes: frozenset[str] | None = None
+        """The scopes Tailscale granted the OAuth client's last access token (its `scope`);
+        None for an API key, or when the answer did not say."""
+
+    @property
+    def uses_oauth(self) -> bool:
+        return self._api_key is None
 
     @classmethod
     def from_environment(
@@ -162,18 +169,69 @@ class TailscaleApi:
             expires = expires.replace(tzinfo=UTC)
         return None if expires <= _NO_EXPIRY else expires
 
+    # --- what `doctor` reads --------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        """Exchange the OAuth client's credentials for an access token now (which also reads
+        the granted scopes); with an API key, one cheap authenticated read."""
+        if self._api_key:
+            self._call("GET", f"/api/v2/tailnet/{_segment(self.tailnet)}/keys")
+        else:
+            self._exchange()
+
+    def policy(self) -> dict[str, Any]:
+        """The tailnet policy file as JSON (`Accept: application/json`; HuJSON otherwise)."""
+        body = self._call("GET", f"/api/v2/tailnet/{_segment(self.tailnet)}/acl")
+        if not isinstance(body, dict):
+            raise TailscaleApiError(f"Tailscale API GET acl of {self.tailnet}: not a JSON object")
+        return body
+
+    def validate_policy(self, policy: Mapping[str, Any]) -> str:
+        """Tailscale's verdict on a policy file (its syntax and its `tests`) without applying
+        it: "" when valid, else Tailscale's message and the failed tests."""
+        try:
+            body = self._call(
+                "POST",
+                f"/api/v2/tailnet/{_segment(self.tailnet)}/acl/validate",
+                json.dumps(dict(policy)).encode(),
+            )
+        except TailscaleApiError as error:
+            if error.status != 400:
+                raise
+            return str(error)
+        message = body.get("message") if isinstance(body, dict) else None
+        if not message:
+            return ""
+        details = [
+            f"{item.get('user', '')}: {'; '.join(str(e) for e in item.get('errors') or [])}"
+            for item in (body.get("data") or [])
+            if isinstance(item, dict)
+        ]
+        return str(message) + (f" ({' | '.join(details)})" if details else "")
+
+    def route_devices(self) -> list[dict[str, Any]]:
+        """Every device with its tags and routes (`fields=all`: the default listing omits
+        `advertisedRoutes` and `enabledRoutes`)."""
+        body = self._call("GET", f"/api/v2/tailnet/{_segment(self.tailnet)}/devices?fields=all")
+        items = body.get("devices") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise TailscaleApiError(
+                f"Tailscale API GET devices of {self.tailnet}: the answer has no `devices` list"
+            )
+        return [item for item in items if isinstance(item, dict)]
+
     # --- transport ----------------------------------------------------------------------------
 
-    def _call(self, method: str, path: str) -> Any:
+    def _call(self, method: str, path: str, json_body: bytes | None = None) -> Any:
         """One API call with the current credential; an OAuth token refused with 401 is
         exchanged once more and the call repeated."""
         try:
-            return self._request(method, path, self._authorization())
+            return self._request(method, path, self._authorization(), json_body=json_body)
         except TailscaleApiError as error:
             if error.status != 401 or self._api_key:
                 raise
         self._token = None
-        return self._request(method, path, self._authorization())
+        return self._request(method, path, self._authorization(), json_body=json_body)
 
     def _authorization(self) -> str:
         if self._api_key:
@@ -201,17 +259,28 @@ class TailscaleApi:
             )
         lifetime = body.get("expires_in", 3600)
         seconds = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
+        scope = body.get("scope")
+        self.granted_scopes = frozenset(scope.split()) if isinstance(scope, str) else None
         self._token = token
         self._token_expires = started + max(seconds - TOKEN_RENEW_MARGIN, 0.0)
 
     def _request(
-        self, method: str, path: str, authorization: str | None, form: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        authorization: str | None,
+        form: bytes | None = None,
+        *,
+        json_body: bytes | None = None,
     ) -> Any:
         url = self.base_url + path
-        request = urllib.request.Request(url, data=form, method=method)  # noqa: S310 (scheme checked)
+        data = form if json_body is None else json_body
+        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (scheme checked)
         request.add_header("Accept", "application/json")
         if form is not None:
             request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        if json_body is not None:
+            request.add_header("Content-Type", "application/json")
         if authorization:
             request.add_header("Authorization", authorization)
         try:
@@ -252,7 +321,8 @@ class TailscaleApi:
         hints = {
             401: f"{self.credential} is valid and neither expired nor revoked",
             403: f"the scopes of the credential in {self.credential} (devices:core to list and "
-            "delete devices, auth_keys to read keys)",
+            "delete devices, auth_keys to read keys, policy_file to read and validate the "
+            "policy)",
             404: f"the tailnet name ecoma:tailscale.tailnet ({self.tailnet}) and the id asked for",
             429: "the rate limit: wait a minute and run again",
         }

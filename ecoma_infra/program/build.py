@@ -1,7 +1,8 @@
 """The whole stack from one validated config: what `__main__.py` calls.
 
-Order of construction: providers, the SDN, the on-prem nodes (clones chained so that at most
-`clone_parallelism` run at once), the subnet routes, the burst pools, then the outputs.
+Order of construction: providers, the SDN, the template (when the stack makes it), the on-prem
+nodes (clones chained so that at most `clone_parallelism` run at once), the subnet routes, the
+burst pools, then the outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pulumi
 from ecoma_infra.program import adopt
 from ecoma_infra.program.components import proxmox as pve
 from ecoma_infra.program.components import tailscale as ts
+from ecoma_infra.program.components import template as tpl
 from ecoma_infra.program.components.pool import BurstPoolArgs, BurstPoolComponent
 from ecoma_infra.program.inventory import NodeFact, build_inventory
 from ecoma_infra.stack.model import ROLES, CloudProvider, StackConfig
@@ -39,6 +41,16 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
         "tailscale-keys", config.tailscale, secrets, pulumi.ResourceOptions(depends_on=[policy.acl])
     )
     sdn = pve.ProxmoxSdn("sdn", config.proxmox, config.network, provider=proxmox_provider)
+    # The template first, when the stack makes it (ecoma:proxmox.template_image): every clone
+    # waits for it.
+    prerequisites: list[pulumi.Resource] = [sdn.applied]
+    if config.proxmox.template_image is not None:
+        template = tpl.ProxmoxTemplate(
+            "template",
+            tpl.ProxmoxTemplateArgs(stack, config.proxmox, config.proxmox.template_image),
+            provider=proxmox_provider,
+        )
+        prerequisites.append(template.vm)
 
     nodes: dict[str, pve.ProxmoxNode] = {}
     vms: list[pulumi.Resource] = []
@@ -46,7 +58,7 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
     for node in sorted(config.nodes, key=lambda n: (ROLES.index(n.role), n.name)):
         # Parallel clones fight over storage locks: chain each clone after the one `width`
         # places before it, so at most `width` run at once.
-        after: list[pulumi.Resource] = [sdn.applied]
+        after: list[pulumi.Resource] = list(prerequisites)
         if len(vms) >= width:
             after.append(vms[-width])
         component = pve.ProxmoxNode(

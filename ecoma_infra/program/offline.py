@@ -108,6 +108,12 @@ class OfflineMocks(pulumi.runtime.Mocks):
             raw = raw["value"] if _is_secret(raw) else raw
             file_name = raw.get("fileName", args.name) if isinstance(raw, dict) else args.name
             resource_id = f"{outputs.get('datastoreId', 'local')}:snippets/{file_name}"
+        elif args.typ == "proxmoxve:download/file:File":
+            # The volume id PVE gives a downloaded file: <datastore>:<content type>/<file name>.
+            resource_id = (
+                f"{outputs.get('datastoreId')}:{outputs.get('contentType')}/"
+                f"{outputs.get('fileName')}"
+            )
         return resource_id, outputs
 
     def call(

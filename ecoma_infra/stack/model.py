@@ -153,6 +153,37 @@ class ProxmoxSdn(_Model):
         return self.mtu
 
 
+class TemplateImage(_Model):
+    """Template `template_vm_id` made by `up` from a Debian 12 cloud image: the seed's
+    prerequisite as code. Absent (the default), the template is made by hand and `up` only
+    clones it."""
+
+    url: str = Field(
+        pattern=r"^https://\S+/[^/\s]+\.qcow2$",
+        description="A dated Debian 12 genericcloud qcow2 build, e.g. https://cloud.debian.org/"
+        "images/cloud/bookworm/20250210-2019/debian-12-genericcloud-amd64-20250210-2019.qcow2 "
+        "(not latest/: a new build there would no longer match the checksum).",
+    )
+    sha512: str = Field(
+        pattern=r"^[0-9a-f]{128}$", description="The image's SHA-512, from SHA512SUMS beside it."
+    )
+    import_datastore: str = Field(
+        "local",
+        description="Directory datastore on the template node with the `import` content type "
+        "(PVE 8.3+), which the image is downloaded to.",
+    )
+    datastore: str = Field(
+        description="Datastore on the template node for the template's disk and cloud-init drive."
+    )
+    disk_size_gb: int = Field(
+        8,
+        ge=2,
+        le=1024,
+        description="The template's disk: at least the image's virtual size (Proxmox cannot "
+        "shrink a disk); every node's OS disk is at least this.",
+    )
+
+
 class ProxmoxSettings(_Model):
     endpoint: Annotated[str, StringConstraints(pattern=r"^https://[^\s/]+(:[0-9]+)?/?$")]
     insecure: bool = Field(False, description="Skip TLS verification (self-signed PVE).")
@@ -168,6 +199,10 @@ class ProxmoxSettings(_Model):
     template_boot_interface: Literal["virtio0", "scsi0"] = Field(
         description="The disk interface template 9000 boots from: virtio0, or scsi0 (the Proxmox "
         "wiki's cloud-init recipe)."
+    )
+    template_image: TemplateImage | None = Field(
+        None,
+        description="Set to have `up` make the template from this image (off when absent).",
     )
     ssh_username: str = Field(
         "root", description="SSH user the provider uploads cloud-init snippets with."

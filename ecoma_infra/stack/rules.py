@@ -36,6 +36,7 @@ def check_rules(config: StackConfig) -> list[ConfigIssue]:
         *_network_rules(config),
         *_sdn_rules(config),
         *_resolver_rules(config),
+        *_template_rules(config),
         *_burst_rules(config),
         *_tailscale_rules(config),
         *_credential_rules(config),
@@ -468,6 +469,32 @@ def _sdn_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                 f"{where}.peers",
                 f"{address} is given for more than one hypervisor",
                 "give each hypervisor its own underlay address",
+            )
+
+
+def _template_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    """Template 9000 made by `up` (ecoma:proxmox.template_image): a fixed image that every clone
+    can grow from."""
+    image = config.proxmox.template_image
+    if image is None:
+        return
+    where = f"{NAMESPACE}:proxmox.template_image"
+    if "/latest/" in image.url:
+        yield ConfigIssue(
+            f"{where}.url",
+            "latest/ moves to each new Debian build, and the download then no longer matches "
+            "sha512",
+            "use the dated build directory (e.g. .../bookworm/20250210-2019/debian-12-"
+            "genericcloud-amd64-20250210-2019.qcow2) and the sha512 from its SHA512SUMS",
+        )
+    for node in config.nodes:
+        os_disk = next((disk for disk in node.disks if disk.os), None)
+        if os_disk is not None and os_disk.size_gb < image.disk_size_gb:
+            yield ConfigIssue(
+                f"{NAMESPACE}:nodes[{node.name}].disks",
+                f"the OS disk ({os_disk.size_gb} GB) is smaller than the template's disk "
+                f"({image.disk_size_gb} GB), and Proxmox cannot shrink a cloned disk",
+                f"give the OS disk at least {image.disk_size_gb} GB, or lower {where}.disk_size_gb",
             )
 
 
