@@ -88,6 +88,11 @@ class Heartbeat:
         console = Console(file=self.stream, force_terminal=True, highlight=False)
         # Redrawn at each beat, not by a timer thread: a wait's beats come every poll (2-10 s).
         with Live(
-            Text(f"{activity}..."), console=console, auto_refresh=False, transient=True
+            Text(f"{activity}..."),
+            console=console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
         ) as live:
             yield Wait(activity, self.stream, live, interval=self.interval, clock=self.clock)
