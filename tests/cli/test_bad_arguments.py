@@ -105,6 +105,8 @@ BAD: list[tuple[list[str], int]] = [
     (["inventory", "-s", "nope", "--offline"], 2),
     (["inventory", "-s", "staging"], 2),
     (["schema", "extra"], 2),
+    (["diagram", "-s", "nope"], 2),
+    (["diagram", "--file", "/nonexistent/Pulumi.x.yaml"], 2),
     (["credentials", "check", "-s", "staging", "--within-days", "-1"], 2),
     (["credentials", "check", "-s", "staging", "--within-days", "soon"], 2),
     (["credentials", "check", "-s", "nope", "--within-days", "1"], 2),
