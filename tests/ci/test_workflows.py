@@ -698,7 +698,7 @@ def test_third_party_actions_are_pinned_to_a_commit_with_its_release_in_a_commen
     path: Path,
 ) -> None:
     # A tag can be moved to other code; a commit cannot. Each commit was read off the action's
-    # repository at the tag named in the comment (README, "Pinned actions").
+    # repository at the tag named in the comment (docs/ci.md, "Pinned actions").
     pinned_uses(path)
 
 

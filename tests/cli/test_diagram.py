@@ -25,6 +25,17 @@ def diagram(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return capsys.readouterr().out
 
 
+def test_the_readme_shows_prods_diagram_as_the_stack_file_makes_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    found = BLOCK.search(README.read_text(encoding="utf-8"))
+    assert found, "README.md lacks the prod diagram block"
+    assert found.group(1) == diagram(capsys, "-s", "prod"), (
+        "README.md's diagram is stale: run `ecoma-infra diagram -s prod` and paste it"
+    )
+
+
 def test_every_vm_sits_on_its_hypervisor_with_role_and_ip(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -152,7 +152,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     )
     rotate_proxmox_token(backend, plan, api, now=moment, say=print)
     print(
-        f"done: the next `pulumi up` of {stack_name} uses {plan.new}; where CI exports "
-        f"{PROXMOX_TOKEN_ENV} from its own secret store, update it there too"
+        f"done: the next `ecoma-infra deploy --stack {stack_name}` uses {plan.new}; where CI "
+        f"exports {PROXMOX_TOKEN_ENV} from its own secret store, update it there too"
     )
     return 0
