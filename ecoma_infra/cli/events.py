@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ecoma_infra.cli.conventions import is_terminal
 
-#: Events whose news the command prints itself (the error message, the summary).
-_SAID_ELSEWHERE = frozenset({"phase_failed", "finished"})
+#: Events whose news the command prints itself (the error message, the summary, the runner's
+#: "tailnet: ... not checked" line).
+_SAID_ELSEWHERE = frozenset({"phase_failed", "finished", "tailnet_unchecked"})
 _FIXED_KEYS = frozenset({"ts", "level", "stack", "operation", "event"})
 
 
@@ -32,7 +33,7 @@ def event_log(args: argparse.Namespace) -> TextIO:
     """The stream `Telemetry` writes its JSON lines to, for this command line."""
     if json_events(args):
         return sys.stderr
-    return TextEvents(sys.stderr)
+    return cast(TextIO, TextEvents(sys.stderr))  # the write/flush of a text stream is all it needs
 
 
 class TextEvents:

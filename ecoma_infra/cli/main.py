@@ -162,14 +162,14 @@ def _quiet_broken_pipes() -> Iterator[None]:
     interpreter's final flush does not complain either."""
     original = sys.stdout, sys.stderr
     safe_out, safe_err = _PipeSafe(sys.stdout), _PipeSafe(sys.stderr)
-    sys.stdout, sys.stderr = safe_out, safe_err  # type: ignore[assignment]
+    sys.stdout, sys.stderr = safe_out, safe_err
     try:
         yield
     finally:
-        for stream in (safe_out, safe_err):
-            stream.flush()
+        for safe in (safe_out, safe_err):
+            safe.flush()
         sys.stdout, sys.stderr = original
-        for safe, stream in ((safe_out, original[0]), (safe_err, original[1])):
+        for safe, stream in zip((safe_out, safe_err), original, strict=True):
             if safe.broken:
                 # What Python's documentation advises for SIGPIPE: point the descriptor at
                 # /dev/null so that the interpreter's last flush at exit has somewhere to go.

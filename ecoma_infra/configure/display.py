@@ -6,7 +6,7 @@ import atexit
 import io
 import json
 import time
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 from rich.console import Console
 from rich.live import Live
@@ -139,7 +139,8 @@ class _ProgressDisplay(_QuietDisplay):
 
     def _start(self) -> Live:
         if self.live is None:
-            console = Console(file=self.writer, force_terminal=True, highlight=False)
+            # The writer redacts what rich draws: all a console needs of a file is write/flush.
+            console = Console(file=cast(TextIO, self.writer), force_terminal=True, highlight=False)
             self.live = Live(
                 console=console,
                 auto_refresh=False,  # redrawn on events, at most every 0.1 s: no thread

@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
     conventions.add_json_option(status, "every host's state as one JSON document")
     which = down.add_mutually_exclusive_group()
-    which.add_argument("--stack", metavar="NAME", help="the stack's lab")
+    # No $PULUMI_STACK fallback here: without -s, `down` takes the lab that is up, whichever.
+    which.add_argument("-s", "--stack", metavar="NAME", help="the stack's lab")
     which.add_argument(
         "--state-dir", type=Path, help="a lab's state dir (default: the lab that is up)"
     )
