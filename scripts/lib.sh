@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Shared by scripts/preview and scripts/test: make the project runnable on a fresh Debian 12
-# machine that has only Python 3.11 and apt. Idempotent and quiet when everything is there.
+# machine that has only Python 3.11 and apt. Idempotent and quiet when everything is there; the
+# first setup shows its progress and says how big it is.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,8 +24,16 @@ ensure_uv() {
 
 ensure_python_env() {
   ensure_uv
-  log "syncing .venv from uv.lock"
-  (cd "$ROOT" && "$UV" sync --frozen --quiet)
+  if [ ! -d "$ROOT/.venv" ]; then
+    # The first time, uv shows its progress: it is minutes of downloads on a slow line.
+    log "first setup: installing the locked Python environment into .venv: about 220 MB of" \
+      "wheels to download (the Pulumi provider SDKs, Ansible, the linters), 1.4 GB once" \
+      "installed; later runs only check it"
+    (cd "$ROOT" && "$UV" sync --frozen)
+  else
+    log "syncing .venv from uv.lock"
+    (cd "$ROOT" && "$UV" sync --frozen --quiet)
+  fi
   export PATH="$ROOT/.venv/bin:$PATH"
 }
 

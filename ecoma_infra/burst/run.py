@@ -12,12 +12,12 @@ fails the run. Afterwards the removed nodes' Tailscale devices are deleted if st
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from ecoma_infra.burst.plan import ScalePlan, StackRef, carried_burst_state
 from ecoma_infra.configure.inputs import (
@@ -25,9 +25,15 @@ from ecoma_infra.configure.inputs import (
     secrets_from_environment,
     secrets_from_outputs,
 )
-from ecoma_infra.errors import EcomaError, UsageError
+from ecoma_infra.errors import EcomaError
 from ecoma_infra.ops.telemetry import Telemetry
-from ecoma_infra.platforms.seams import Cluster, StackBackend, Tailnet
+from ecoma_infra.platforms.seams import (
+    Cluster,
+    DrainProgress,
+    NodeStatus,
+    StackBackend,
+    Tailnet,
+)
 from ecoma_infra.stack.config_paths import apply_paths
 from ecoma_infra.stack.load import parse_stack_config
 from ecoma_infra.stack.model import split_namespace
@@ -36,6 +42,20 @@ PROVIDER_LABEL = "topology.ecoma.io/provider"
 
 # configure(inventory, secrets, limit) -> every host succeeded
 Configure = Callable[[dict[str, Any], dict[str, str], str], bool]
+
+
+class Wait(Protocol):
+    """One long wait as the caller shows it (the CLI: a heartbeat line)."""
+
+    def beat(self, elapsed: float, detail: str = "") -> None:
+        """Still waiting after `elapsed` seconds; `detail` says on what."""
+
+    def say(self, line: str) -> None:
+        """A line that stays, printed during the wait."""
+
+
+#: waits(activity) -> a context manager around one wait, e.g. waits("draining wkr-aws-1")
+Waits = Callable[[str], AbstractContextManager[Wait]]
 
 
 class BurstError(EcomaError):
@@ -80,19 +100,6 @@ def load_ref(stack: StackBackend) -> StackRef:
     return StackRef(parse_stack_config(values, source), source, stack.name, carried, dropped)
 
 
-def confirm(question: str, *, yes: bool, stdin: TextIO | None = None, out: TextIO) -> None:
-    """Go on with --yes or a 'y' typed at a terminal; refuse without a terminal."""
-    if yes:
-        return
-    stdin = stdin or sys.stdin
-    if not stdin.isatty():
-        raise UsageError(f"{question}: no terminal to ask: pass --yes to apply without a prompt")
-    out.write(f"{question} [y/N] ")
-    out.flush()
-    if stdin.readline().strip().lower() not in {"y", "yes"}:
-        raise BurstError("cancelled: nothing was changed")
-
-
 class Runner:
     """Applies plans to one stack; every step is written to `out` and to the telemetry."""
 
@@ -106,8 +113,10 @@ class Runner:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        waits: Waits | None = None,
     ) -> None:
         self.seams = seams
+        self.waits: Waits = waits or self._plain_waits
         self.telemetry = telemetry
         self.out = out
         self.timeouts = timeouts
@@ -118,6 +127,12 @@ class Runner:
     def say(self, line: str) -> None:
         self.out.write(line + "\n")
         self.out.flush()
+
+    @contextmanager
+    def _plain_waits(self, activity: str) -> Iterator[Wait]:
+        """Without a heartbeat: the lines of a wait, no beats."""
+        del activity
+        yield _PlainWait(self.say)
 
     def apply(self, plan: ScalePlan) -> Outcome:
         if plan.add and plan.remove:  # pragma: no cover  (plans never mix; a guard for callers)
@@ -170,22 +185,33 @@ class Runner:
         deadline = start + self.timeouts.ready
         waiting = {lease.name: lease for lease in plan.add}
         ready: dict[str, float] = {}
-        while True:
-            for name in sorted(waiting):
-                status = cluster.node(name)
-                labelled = status is not None and status.labels.get(PROVIDER_LABEL) == plan.provider
-                if status is not None and status.ready and labelled:
-                    ready[name] = round(self.monotonic() - start, 1)
-                    self.say(f"  {name}: Ready after {ready[name]:.1f} s")
-                    self.telemetry.event("node_ready", node=name, seconds=ready[name])
-            for name in ready:
-                lease = waiting.pop(name, None)
-                if lease is not None:
-                    launched = lease.launched_at or self.now()
-                    self.telemetry.node_ready(plan.provider, name, ready=True, launched=launched)
-            if not waiting or self.monotonic() >= deadline:
-                break
-            self.sleep(self.timeouts.poll)
+        names = ", ".join(sorted(waiting))
+        with self.waits(f"waiting for {names} to be Ready") as wait:
+            while True:
+                states: dict[str, str] = {}
+                for name in sorted(waiting):
+                    status = cluster.node(name)
+                    label = status.labels.get(PROVIDER_LABEL) if status is not None else None
+                    if status is not None and status.ready and label == plan.provider:
+                        ready[name] = round(self.monotonic() - start, 1)
+                        wait.say(f"  {name}: Ready after {ready[name]:.1f} s")
+                        self.telemetry.event("node_ready", node=name, seconds=ready[name])
+                    else:
+                        states[name] = _not_ready(status, plan.provider)
+                for name in ready:
+                    lease = waiting.pop(name, None)
+                    if lease is not None:
+                        launched = lease.launched_at or self.now()
+                        self.telemetry.node_ready(
+                            plan.provider, name, ready=True, launched=launched
+                        )
+                if not waiting or self.monotonic() >= deadline:
+                    break
+                wait.beat(
+                    self.monotonic() - start,
+                    "; ".join(f"{name}: {state}" for name, state in sorted(states.items())),
+                )
+                self.sleep(self.timeouts.poll)
         if waiting:
             for name, lease in waiting.items():
                 launched = lease.launched_at or self.now()
@@ -228,7 +254,12 @@ class Runner:
             cordoned.append(name)
             self.say(f"  {name}: cordoned, draining (timeout {self.timeouts.drain:.0f} s)")
             try:
-                cluster.drain(name, timeout=self.timeouts.drain)
+                with self.waits(f"draining {name}") as wait:
+                    cluster.drain(
+                        name,
+                        timeout=self.timeouts.drain,
+                        on_progress=_drain_beat(wait),
+                    )
             except EcomaError as error:  # a DrainError, or the API failing
                 for done in cordoned:
                     cluster.uncordon(done)
@@ -275,3 +306,43 @@ class Runner:
             + ", ".join(f"{op} {n}" for op, n in sorted(summary.changes.items()) if op != "same")
         )
         return dict(summary.outputs)
+
+
+class _PlainWait:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+
+    def beat(self, elapsed: float, detail: str = "") -> None:
+        del elapsed, detail
+
+
+def _not_ready(status: NodeStatus | None, provider: str) -> str:
+    """Why a new node does not count as Ready yet."""
+    if status is None:
+        return "no Node object yet"
+    if not status.ready:
+        return "NotReady"
+    return f"no label {PROVIDER_LABEL}={provider}"
+
+
+def _drain_beat(wait: Wait) -> Callable[[DrainProgress], None]:
+    def beat(progress: DrainProgress) -> None:
+        wait.beat(progress.elapsed, _drain_detail(progress))
+
+    return beat
+
+
+def _drain_detail(progress: DrainProgress) -> str:
+    """The pods a drain still waits for, and why evictions are refused."""
+    shown = progress.waiting[:3]
+    more = f" and {len(progress.waiting) - 3} more" if len(progress.waiting) > 3 else ""
+    parts = [f"evicting {', '.join(shown)}{more}"]
+    blocked = sorted(set(progress.blocked) & set(progress.waiting))
+    if blocked:
+        why = (
+            "a PodDisruptionBudget"
+            if any("disruption budget" in progress.blocked[pod].lower() for pod in blocked)
+            else "the API server (HTTP 429)"
+        )
+        parts.append(f"{len(blocked)} refused by {why} ({blocked[0]})")
+    return "; ".join(parts)

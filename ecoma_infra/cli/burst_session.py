@@ -11,11 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from ecoma_infra.burst.plan import ScalePlan, StackRef
-from ecoma_infra.burst.run import Outcome, Runner, Seams, Timeouts, load_ref
-from ecoma_infra.errors import EcomaError
+from ecoma_infra.burst.plan import NodeLease, ScalePlan, StackRef
+from ecoma_infra.burst.run import Configure, Outcome, Runner, Seams, Timeouts, load_ref
+from ecoma_infra.cli import conventions, stack_options
+from ecoma_infra.cli.events import event_log
+from ecoma_infra.cli.heartbeat import Heartbeat
+from ecoma_infra.cli.prompt import confirm
+from ecoma_infra.errors import EcomaError, UsageError
 from ecoma_infra.ops.telemetry import Telemetry
 from ecoma_infra.paths import ansible_dir, project_root
 from ecoma_infra.platforms.pulumi_automation import AutomationStack
@@ -24,10 +28,11 @@ from ecoma_infra.platforms.simulated import SimulatedWorld
 from ecoma_infra.stack.load import stack_file
 
 
-def add_options(parser: argparse.ArgumentParser, *, confirm: bool = True) -> None:
-    parser.add_argument("--stack", metavar="NAME", required=True, help="the Pulumi stack")
-    if confirm:
-        parser.add_argument("--yes", action="store_true", help="apply without asking")
+def add_options(parser: argparse.ArgumentParser) -> None:
+    stack_options.add_stack_option(parser)
+    conventions.add_yes_option(parser)
+    conventions.add_json_option(parser, "the plan and the outcome as one JSON document")
+    conventions.add_log_format_option(parser)
     parser.add_argument(
         "--offline",
         action="store_true",
@@ -39,12 +44,16 @@ def add_options(parser: argparse.ArgumentParser, *, confirm: bool = True) -> Non
         "--kubeconfig", metavar="FILE", type=Path, help="default: $KUBECONFIG or ~/.kube/config"
     )
     parser.add_argument(
-        "--drain-timeout", metavar="SECONDS", type=float, default=600.0, help="per node (600)"
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=conventions.seconds,
+        default=600.0,
+        help="per node (600)",
     )
     parser.add_argument(
         "--ready-timeout",
         metavar="SECONDS",
-        type=float,
+        type=conventions.seconds,
         default=900.0,
         help="for new nodes to be Ready (900)",
     )
@@ -69,20 +78,43 @@ class Session:
     def ref(self) -> StackRef:
         return load_ref(self.seams.stack)
 
+    @property
+    def out(self) -> TextIO:
+        """Where the human progress goes (stderr when stdout carries --json)."""
+        return conventions.human_stream(self.args)
+
+    def say(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
     def telemetry(self, operation: str) -> Telemetry:
-        return Telemetry.from_environment(self.args.stack, operation, self.args.metrics_file)
+        return Telemetry.from_environment(
+            self.args.stack, operation, self.args.metrics_file, log=event_log(self.args)
+        )
 
     def runner(self, telemetry: Telemetry) -> Runner:
         timeouts = Timeouts(drain=self.args.drain_timeout, ready=self.args.ready_timeout)
         if self.world is not None:
             timeouts = Timeouts(drain=timeouts.drain, ready=timeouts.ready, poll=0.0)
-        return Runner(self.seams, telemetry, sys.stdout, timeouts=timeouts, now=self.now)
+        return Runner(
+            self.seams,
+            telemetry,
+            self.out,
+            timeouts=timeouts,
+            now=self.now,
+            waits=Heartbeat(self.out),
+        )
+
+    def confirm(self, question: str) -> None:
+        confirm(question, yes=conventions.skip_confirmations(self.args), out=self.out)
 
 
-def session(args: argparse.Namespace) -> Session:
+def session(args: argparse.Namespace, *, config_from_file: bool = False) -> Session:
+    """The command's stack and seams. `config_from_file`: the rehearsal takes the stack file's
+    config as it is now (what `deploy` applies), not the config its last run left."""
     if args.offline:
-        return _offline_session(args)
-    stack = AutomationStack(args.stack, project_root())
+        return _offline_session(args, config_from_file=config_from_file)
+    stack = AutomationStack(args.pulumi_stack or args.stack, project_root())
     kubeconfig: Path | None = args.kubeconfig
 
     def cluster() -> Cluster:
@@ -100,37 +132,48 @@ def session(args: argparse.Namespace) -> Session:
             print(f"ecoma-infra: note: {error}", file=sys.stderr)
             return None
 
-    seams = Seams(stack, cluster, tailnet, _run_playbook)
+    seams = Seams(stack, cluster, tailnet, _playbook_runner(conventions.human_stream(args)))
     return Session(args, seams, None, lambda: datetime.now(UTC))
 
 
-def _run_playbook(inventory: dict[str, Any], secrets: dict[str, str], limit: str) -> bool:
-    from ecoma_infra.configure.run import run_playbook  # noqa: PLC0415
+def _playbook_runner(stream: TextIO) -> Configure:
+    def run(inventory: dict[str, Any], secrets: dict[str, str], limit: str) -> bool:
+        from ecoma_infra.configure.run import run_playbook  # noqa: PLC0415
 
-    result = run_playbook(
-        inventory,
-        ansible_dir() / "playbook.yaml",
-        secrets=secrets,
-        limit=limit,
-        output="progress",
-        stream=sys.stdout,
-    )
-    return result.success
+        result = run_playbook(
+            inventory,
+            ansible_dir() / "playbook.yaml",
+            secrets=secrets,
+            limit=limit,
+            output="progress",
+            stream=stream,
+        )
+        return result.success
+
+    return run
 
 
-def _offline_session(args: argparse.Namespace) -> Session:
+def _offline_session(args: argparse.Namespace, *, config_from_file: bool = False) -> Session:
+    path = stack_file(args.stack, project_root())
+    if not path.is_file():
+        raise UsageError(
+            f"--stack {args.stack}: {path} does not exist: a rehearsal runs a stack file of this "
+            "project (e.g. --stack staging)"
+        )
     state = project_root() / ".lab" / args.stack / "offline-state.json"
     if getattr(args, "reset", False) and state.exists():
         state.unlink()
-    world = SimulatedWorld.from_file(stack_file(args.stack, project_root()), state_file=state)
+    world = SimulatedWorld.from_file(path, state_file=state)
+    if config_from_file:
+        world.stack.read_file_config(path)
     # Nodes the rehearsal's `up` created earlier are in the cluster and the tailnet again.
     for provider, pool in load_ref(world.stack).config.burst.pools().items():
         for name in pool.node_names(provider):
             world.cluster.join(name, provider)
             world.tailnet.add(name)
-    print(
+    conventions.human_stream(args).write(
         f"offline rehearsal of stack {args.stack}: Pulumi, Kubernetes and Tailscale are "
-        f"simulated; the program runs under mocks; state in {state}"
+        f"simulated; the program runs under mocks; state in {state}\n"
     )
     seams = Seams(world.stack, lambda: world.cluster, lambda: world.tailnet, world.configure)
     return Session(args, seams, world, lambda: datetime.now(UTC))
@@ -158,7 +201,9 @@ def run_plans(
     return outcomes, failure
 
 
-def report(outcomes: list[Outcome], telemetry: Telemetry) -> None:
+def report(sess: Session, outcomes: list[Outcome], telemetry: Telemetry) -> None:
+    """What the runs did, in words (on the human stream)."""
+    say = sess.say
     for outcome in outcomes:
         plan = outcome.plan
         line = f"pool {plan.provider}: {plan.count_before} -> {plan.count_after} nodes"
@@ -168,6 +213,43 @@ def report(outcomes: list[Outcome], telemetry: Telemetry) -> None:
         if outcome.removed:
             line += f"; drained and removed {', '.join(outcome.removed)}"
         line += f"; {plan.hourly_before:.4f} -> {plan.hourly_after:.4f} USD/h"
-        print(line)
+        say(line)
     if telemetry.phases:
-        print("phases: " + ", ".join(f"{p} {s:.1f} s" for p, s in telemetry.phases.items()))
+        say("phases: " + ", ".join(f"{p} {s:.1f} s" for p, s in telemetry.phases.items()))
+
+
+def plan_document(plan: ScalePlan) -> dict[str, Any]:
+    """A plan as `--json` shows it."""
+
+    def lease(item: NodeLease) -> dict[str, Any]:
+        return {
+            "name": item.name,
+            "launched_at": item.launched_at,
+            "expires_at": item.expires_at,
+        }
+
+    return {
+        "provider": plan.provider,
+        "count_before": plan.count_before,
+        "count_after": plan.count_after,
+        "max": plan.max,
+        "add": [lease(item) for item in plan.add],
+        "remove": [lease(item) for item in plan.remove],
+        "hourly_usd_before": plan.hourly_before,
+        "hourly_usd_after": plan.hourly_after,
+        "budget_usd_per_hour": plan.budget,
+        "notes": list(plan.notes),
+    }
+
+
+def outcome_document(outcome: Outcome) -> dict[str, Any]:
+    """What applying a plan did, as `--json` shows it."""
+    return {
+        "provider": outcome.plan.provider,
+        "count_before": outcome.plan.count_before,
+        "count_after": outcome.plan.count_after,
+        "added": list(outcome.added),
+        "removed": list(outcome.removed),
+        "ready_seconds": dict(outcome.ready),
+        "changes": dict(outcome.changes),
+    }

@@ -1,11 +1,17 @@
-"""How a run shows itself: live per-host progress, JSON lines, or nothing; the summary table."""
+"""How a run shows itself: live per-host progress (rich), JSON lines, or nothing; the summary."""
 
 from __future__ import annotations
 
+import atexit
+import io
 import json
-import shutil
 import time
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from ecoma_infra.configure.events import Display, EventTracker, plain_text
 from ecoma_infra.configure.redact import Redactor
@@ -21,9 +27,16 @@ class _Writer:
         self.stream = stream
         self.redact = redact
 
-    def write(self, text: str) -> None:
+    def write(self, text: str) -> int:
         self.stream.write(self.redact(text))
         self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return True  # asked only by the live display, which is made for terminals
 
 
 class _QuietDisplay:
@@ -78,27 +91,27 @@ _COLUMNS = ("ok", "changed", "failed", "unreachable", "skipped")
 
 
 class _ProgressDisplay(_QuietDisplay):
-    """A live per-host block redrawn in place on a terminal; a line per event otherwise.
+    """A live per-host table (rich) redrawn in place on a terminal; a line per event otherwise.
     With -v, Ansible's own output is shown instead of the per-event lines."""
 
     def __init__(self, writer: _Writer, *, tty: bool, verbosity: int) -> None:
         self.writer = writer
         self.verbose = verbosity > 0
-        self.live = tty and not self.verbose
+        self.live_mode = tty and not self.verbose
         self.color = tty
         self.play_name = ""
-        self.drawn_lines = 0
         self.last_draw = 0.0
         self.tracker: EventTracker | None = None
+        self.live: Live | None = None
 
     def play(self, name: str) -> None:
         self.play_name = name
-        if not self.live and not self.verbose:
+        if not self.live_mode and not self.verbose:
             self.writer.write(f"PLAY {name}\n")
 
     def host_task(self, tracker: EventTracker, host: str) -> None:
         self.tracker = tracker
-        if self.live:
+        if self.live_mode:
             self._redraw()
 
     def host_result(
@@ -108,11 +121,11 @@ class _ProgressDisplay(_QuietDisplay):
         line = f"{_STATUS_LABEL[status]:<12} {host}  {task}"
         if msg and status in ("failed", "unreachable"):
             line += f": {msg}"
-        if self.live:
-            if status in ("failed", "unreachable"):  # keep failures on screen above the block
-                self._clear()
-                self.writer.write(line + "\n")
-            self._redraw(force=status in ("failed", "unreachable"))
+        if self.live_mode:
+            failed = status in ("failed", "unreachable")
+            if failed:  # keep failures on screen above the live table
+                self._start().console.print(Text(line), soft_wrap=True)
+            self._redraw(force=failed)
         elif not self.verbose:
             self.writer.write(line + "\n")
 
@@ -121,52 +134,75 @@ class _ProgressDisplay(_QuietDisplay):
             self.writer.write((text if self.color else plain_text(text)) + "\n")
 
     def finish(self, result: RunResult) -> None:
-        if self.live:
-            self._clear()
+        self._stop()
         self.writer.write(_summary_text(result))
 
-    def _clear(self) -> None:
-        if self.drawn_lines:
-            self.writer.write(f"\x1b[{self.drawn_lines}F\x1b[J")
-            self.drawn_lines = 0
+    def _start(self) -> Live:
+        if self.live is None:
+            # The writer redacts what rich draws: all a console needs of a file is write/flush.
+            console = Console(file=cast(TextIO, self.writer), force_terminal=True, highlight=False)
+            self.live = Live(
+                console=console,
+                auto_refresh=False,  # redrawn on events, at most every 0.1 s: no thread
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self.live.start()
+            atexit.register(self._stop)  # a run that dies still gives the cursor back
+        return self.live
+
+    def _stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+            atexit.unregister(self._stop)
 
     def _redraw(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if self.tracker is None or (not force and now - self.last_draw < 0.1):
             return
         self.last_draw = now
-        width = max(shutil.get_terminal_size().columns - 1, 20)
-        hosts = sorted(self.tracker.hosts.items())
-        name_width = max(len(name) for name, _ in hosts) if hosts else 0
-        lines = [f"PLAY {self.play_name}"]
-        for name, state in hosts:
+        table = Table(
+            title=f"PLAY {self.play_name}",
+            title_justify="left",
+            box=None,
+            padding=(0, 1),
+            show_edge=False,
+        )
+        table.add_column("host", no_wrap=True)
+        for column in ("ok", "chg", "fail", "unr", "skip"):
+            table.add_column(column, justify="right")
+        table.add_column("task", overflow="ellipsis", no_wrap=True)
+        for name, state in sorted(self.tracker.hosts.items()):
             c = state.counts
-            # Compact counts, so that the current task still fits on an 80-column terminal.
-            lines.append(
-                f"  {name:<{name_width}}  ok={c.ok} chg={c.changed} fail={c.failed} "
-                f"unr={c.unreachable} skip={c.skipped}  {state.task}"
+            table.add_row(
+                name,
+                str(c.ok),
+                str(c.changed),
+                Text(str(c.failed), style="red" if c.failed else ""),
+                Text(str(c.unreachable), style="red" if c.unreachable else ""),
+                str(c.skipped),
+                state.task,
             )
-        self._clear()
-        self.writer.write("".join(line[:width] + "\n" for line in lines))
-        self.drawn_lines = len(lines)
+        live = self._start()
+        live.update(table)
+        live.refresh()
 
 
 def _summary_text(result: RunResult) -> str:
-    rows = [("HOST", *(column.upper() for column in _COLUMNS))]
-    rows += [
-        (name, *(str(getattr(counts, column)) for column in _COLUMNS))
-        for name, counts in sorted(result.hosts.items())
-    ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    """The recap: a table of every host's counts, then every failure, one line each (plain text,
+    so a CI log and a terminal read the same)."""
+    table = Table(box=None, padding=(0, 1), show_edge=False, pad_edge=False)
+    table.add_column("HOST", no_wrap=True)
+    for column in _COLUMNS:
+        table.add_column(column.upper(), justify="right")
+    for name, counts in sorted(result.hosts.items()):
+        table.add_row(name, *(str(getattr(counts, column)) for column in _COLUMNS))
+    rendered = io.StringIO()
+    Console(file=rendered, width=200, color_system=None, highlight=False).print(table)
     lines = ["", "SUMMARY"]
-    lines += [
-        "  "
-        + "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
+    lines += [f"  {line.rstrip()}" for line in rendered.getvalue().splitlines() if line.strip()]
     if result.failures:
         lines.append("FAILURES")
         for failure in result.failures:

@@ -46,7 +46,7 @@ from ecoma_infra.stack.model import (
 Status = Literal["ok", "expiring", "expired", "unknown"]
 
 EXPIRY_METRIC = "ecoma_credential_expiry_timestamp_seconds"
-README_SECTION = 'README.md, section "Rotating credentials"'
+README_SECTION = 'docs/credentials.md, section "Rotating credentials"'
 SOURCE_PROVIDER = "provider metadata"
 SOURCE_RECORD = "rotation record"
 SOURCE_NONE = "none"
@@ -67,25 +67,36 @@ KINDS: dict[str, str] = {
     "aws_secret_access_key": "AWS access key",
 }
 
+_DEPLOY = "`ecoma-infra deploy --stack {stack}`"  # the one way a stack changes
 _ROTATION_HINTS: dict[str, str] = {
-    "k3s_token": "`k3s token rotate` on one server, set ecoma:k3s_token, `pulumi up`, "
-    "`ecoma-infra configure --stack {stack} --tags k3s`",
-    "k3s_agent_token": "set ecoma:k3s_agent_token, `pulumi up`, "
-    "`ecoma-infra configure --stack {stack} --tags k3s` (servers first)",
+    "k3s_token": "`k3s token rotate` on one server, set ecoma:k3s_token, "
+    + _DEPLOY
+    + ", `ecoma-infra configure --stack {stack} --tags k3s`",
+    "k3s_agent_token": "set ecoma:k3s_agent_token, "
+    + _DEPLOY
+    + ", `ecoma-infra configure --stack {stack} --tags k3s` (servers first)",
     "proxmox_api_token": "`ecoma-infra credentials rotate --stack {stack} "
     "--credential proxmox_api_token`",
     "proxmox_ssh_private_key": "new key pair, add the public key on every hypervisor, set "
-    "ecoma:proxmox_ssh_private_key, remove the old public key",
+    "ecoma:proxmox_ssh_private_key, " + _DEPLOY + ", remove the old public key",
     "tailscale_oauth_client_secret": "new OAuth client in the admin console, set "
-    "ecoma:tailscale_oauth_client_secret and ecoma:tailscale.oauth_client_id, revoke the old",
+    "ecoma:tailscale_oauth_client_secret and ecoma:tailscale.oauth_client_id, "
+    + _DEPLOY
+    + ", revoke the old",
     "tailscale_api_key": "new API access token in the admin console, set "
-    "ecoma:tailscale_api_key, revoke the old",
-    "gcp_credentials": "new key or federation config, set ecoma:gcp_credentials, delete the old",
+    "ecoma:tailscale_api_key, " + _DEPLOY + ", revoke the old",
+    "gcp_credentials": "new key or federation config, set ecoma:gcp_credentials, "
+    + _DEPLOY
+    + ", delete the old",
     "oci_private_key": "upload a new API key, set ecoma:oci_private_key and "
-    "ecoma:burst.oci.fingerprint, delete the old",
+    "ecoma:burst.oci.fingerprint, " + _DEPLOY + ", delete the old",
     "aws_web_identity_token": "nothing to rotate; review the role's trust policy",
-    "aws_access_key_id": "new access key, set both AWS secrets, deactivate then delete the old",
-    "aws_secret_access_key": "new access key, set both AWS secrets, deactivate then delete the old",
+    "aws_access_key_id": "new access key, set both AWS secrets, "
+    + _DEPLOY
+    + ", deactivate then delete the old",
+    "aws_secret_access_key": "new access key, set both AWS secrets, "
+    + _DEPLOY
+    + ", deactivate then delete the old",
 }
 
 _OIDC_KEYS = frozenset({"aws_web_identity_token"})
@@ -96,7 +107,9 @@ _TAILSCALE_API_KEY_ID = re.compile(r"^tskey" r"-api-([A-Za-z0-9]+)-")
 
 def rotation_hint(key: str, stack: str) -> str:
     """How to rotate `key`, in one line."""
-    hint = _ROTATION_HINTS.get(key, "create a new one, set ecoma:{key}, revoke the old")
+    hint = _ROTATION_HINTS.get(
+        key, "create a new one, set ecoma:{key}, " + _DEPLOY + ", revoke the old"
+    )
     return hint.format(stack=stack, key=key) + f" ({README_SECTION})"
 
 

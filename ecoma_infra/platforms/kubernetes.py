@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ecoma_infra.errors import EcomaError
-from ecoma_infra.platforms.seams import DrainError, NodeStatus
+from ecoma_infra.platforms.seams import DrainError, DrainProgress, NodeStatus
 
 if TYPE_CHECKING:  # the client takes 0.3 s to import: only when a cluster is used
     from kubernetes.client import ApiClient, ApiException, CoreV1Api, V1ObjectMeta, V1Pod
@@ -126,8 +126,15 @@ class KubernetesCluster:
     def uncordon(self, name: str) -> None:
         self._set_unschedulable("uncordon", name, unschedulable=False)
 
-    def drain(self, name: str, *, timeout: float) -> None:
-        deadline = self._clock() + timeout
+    def drain(
+        self,
+        name: str,
+        *,
+        timeout: float,
+        on_progress: Callable[[DrainProgress], None] | None = None,
+    ) -> None:
+        start = self._clock()
+        deadline = start + timeout
         evicted: set[str] = set()  # uids of the pods whose eviction the API accepted
         blocked: dict[str, str] = {}  # "namespace/name" -> why the API refused its eviction
         while True:
@@ -145,6 +152,8 @@ class KubernetesCluster:
                     blocked[key] = refusal
             if not waiting:
                 return
+            if on_progress is not None:
+                on_progress(DrainProgress(name, self._clock() - start, waiting, dict(blocked)))
             if self._clock() >= deadline:
                 raise DrainError(name, _drain_failure(waiting, blocked, timeout), waiting)
             self._sleep(self._poll_interval)

@@ -3,9 +3,10 @@ memory, PodDisruptionBudgets that block a drain. A simulation, and it says so.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ecoma_infra.platforms.seams import DrainError, Journal, NodeStatus
+from ecoma_infra.platforms.seams import DrainError, DrainProgress, Journal, NodeStatus
 
 
 @dataclass
@@ -48,9 +49,22 @@ class SimulatedCluster:
         node = self.nodes[name]
         self.nodes[name] = NodeStatus(node.name, node.ready, value, dict(node.labels))
 
-    def drain(self, name: str, *, timeout: float) -> None:
+    def drain(
+        self,
+        name: str,
+        *,
+        timeout: float,
+        on_progress: Callable[[DrainProgress], None] | None = None,
+    ) -> None:
         self.journal.append(("drain", name))
         blocked = [p for p in self.pods if p.node == name and p.blocked_by_pdb]
+        if on_progress is not None:
+            waiting = [
+                f"{p.namespace}/{p.name}" for p in self.pods if p.node == name and not p.daemonset
+            ]
+            refusal = "Cannot evict pod as it would violate the pod's disruption budget"
+            blocked_by = {f"{p.namespace}/{p.name}": refusal for p in blocked}
+            on_progress(DrainProgress(name, 0.0, waiting, blocked_by))
         if blocked:
             raise DrainError(
                 name,

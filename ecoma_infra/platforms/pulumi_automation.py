@@ -5,14 +5,31 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.platforms.github_oidc import AWS_AUDIENCE, GitHubOidc
-from ecoma_infra.platforms.seams import UpSummary
+from ecoma_infra.platforms.seams import PreviewSummary, ResourceStep, UpSummary
+from ecoma_infra.stack.config_paths import apply_paths
+
+#: Pulumi's step operations (automation.OpType values) as a preview reports them: the three
+#: steps of a replacement are one `replace`; same, read and refresh change nothing.
+_STEP_OPS = {
+    "create": "create",
+    "import": "create",
+    "update": "update",
+    "replace": "replace",
+    "create-replacement": "replace",
+    "delete-replaced": "replace",
+    "import-replacement": "replace",
+    "delete": "delete",
+}
 
 AWS_TOKEN_KEY = "ecoma:aws_web_identity_token"  # noqa: S105  (a config key's name)
 LOCK_WAIT = 900.0  # seconds an update waits at most for another update's stack lock
@@ -68,6 +85,7 @@ class AutomationStack:
         from pulumi import automation  # noqa: PLC0415  (0.3 s import; only when used)
 
         self.name = name
+        self._work_dir = work_dir
         self._automation = automation
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._oidc = oidc or GitHubOidc.from_environment(self._environ)
@@ -113,6 +131,68 @@ class AutomationStack:
     def remove_config(self, paths: list[str]) -> None:
         if paths:
             self._run(lambda: self._stack.remove_all_config(paths, path=True))
+
+    def preview(
+        self,
+        values: Mapping[str, Any],
+        removals: list[str],
+        on_output: Callable[[str], None],
+        *,
+        policy_packs: tuple[str, ...] = (),
+        policy_pack_configs: tuple[str, ...] = (),
+    ) -> PreviewSummary:
+        """`pulumi preview` with `--config-file`: a copy of the stack file with the changes, in a
+        private temporary directory, so the stack file itself is not written. Secure values
+        stay as the stack file holds them (encrypted), and so does its secrets provider."""
+        steps: dict[str, ResourceStep] = {}
+
+        def on_event(event: Any) -> None:
+            pre = getattr(event, "resource_pre_event", None)
+            metadata = getattr(pre, "metadata", None)
+            if metadata is None:
+                return
+            op = _STEP_OPS.get(str(getattr(metadata.op, "value", metadata.op)))
+            if op is None:
+                return
+            earlier = steps.get(metadata.urn)
+            if earlier is None or earlier.op != "replace":
+                steps[metadata.urn] = ResourceStep(
+                    op, metadata.urn, metadata.type, tuple(metadata.diffs or ())
+                )
+
+        with tempfile.TemporaryDirectory(prefix="ecoma-preview-") as directory:
+            config_file = Path(directory) / self._stack_file.name
+            document = self._stack_document()
+            document["config"] = apply_paths(document.get("config") or {}, values, removals)
+            config_file.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+            result = self._run(
+                lambda: self._stack.preview(
+                    on_output=on_output,
+                    on_event=on_event,
+                    color="never",
+                    config_file=str(config_file),
+                    policy_packs=list(policy_packs) or None,
+                    policy_pack_configs=list(policy_pack_configs) or None,
+                )
+            )
+        changes = {
+            str(getattr(op, "value", op)): count
+            for op, count in (result.change_summary or {}).items()
+        }
+        return PreviewSummary(changes, list(steps.values()))
+
+    @property
+    def _stack_file(self) -> Path:
+        return self._work_dir / f"Pulumi.{self.name.rsplit('/', 1)[-1]}.yaml"
+
+    def _stack_document(self) -> dict[str, Any]:
+        try:
+            document = yaml.safe_load(self._stack_file.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            raise EcomaError(f"{self._stack_file}: cannot be read: {error}") from None
+        if not isinstance(document, dict):
+            raise EcomaError(f"{self._stack_file}: not a mapping of settings")
+        return document
 
     def up(self, on_output: Callable[[str], None]) -> UpSummary:
         deadline = self._monotonic() + self._lock_wait

@@ -4,6 +4,7 @@ and diffs its resources against the last run. A simulation, and it says so."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Mapping
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from ecoma_infra.errors import EcomaError
-from ecoma_infra.platforms.seams import Journal, UpSummary
+from ecoma_infra.platforms.seams import Journal, PreviewSummary, ResourceStep, UpSummary
 from ecoma_infra.stack.config_paths import apply_paths
 
 
@@ -38,16 +39,24 @@ class SimulatedStack:
         self._config: dict[str, Any] = json.loads(json.dumps(dict(config)))
         self._urns: list[str] = []
         self._outputs: dict[str, Any] = {}
+        self._digests: dict[str, str] = {}  # urn -> digest of its inputs at the last up
         if state_file is not None and state_file.exists():
             state = json.loads(state_file.read_text())
             self._config, self._urns = state["config"], state["urns"]
             self._outputs = state.get("outputs", {})
+            self._digests = state.get("digests", {})
 
     @classmethod
     def from_file(cls, path: Path, journal: Journal, **kwargs: Any) -> SimulatedStack:
         document = yaml.safe_load(path.read_text()) or {}
         name = path.name.split(".")[1]
         return cls(name, document.get("config") or {}, journal, **kwargs)
+
+    def read_file_config(self, path: Path) -> None:
+        """Take the config as `path` holds it now, as a fresh checkout would (the running burst
+        state stays in the outputs of the last `up`)."""
+        document = yaml.safe_load(path.read_text()) or {}
+        self._config = dict(document.get("config") or {})
 
     def config(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._config))
@@ -70,17 +79,63 @@ class SimulatedStack:
         self._config = apply_paths(self._config, {}, paths)
         self._save()
 
-    def up(self, on_output: Callable[[str], None]) -> UpSummary:
+    def preview(
+        self,
+        values: Mapping[str, Any],
+        removals: list[str],
+        on_output: Callable[[str], None],
+        *,
+        policy_packs: tuple[str, ...] = (),
+        policy_pack_configs: tuple[str, ...] = (),
+    ) -> PreviewSummary:
+        """The program run offline with the changed config, diffed against the last `up`:
+        creates, deletes, and updates where a resource's inputs changed. A simulation cannot
+        know which changes a provider replaces rather than updates: it reports none as
+        `replace`. Policy packs are not run here."""
+        del policy_packs, policy_pack_configs
+        records, _ = self._program(apply_paths(self._config, values, removals))
+        known = set(self._urns)
+        steps = [ResourceStep("create", urn, _type(urn)) for urn in records if urn not in known]
+        steps += [
+            ResourceStep("update", urn, _type(urn))
+            for urn, digest in records.items()
+            if urn in known and self._digests.get(urn, digest) != digest
+        ]
+        gone = [urn for urn in self._urns if urn not in records]
+        steps += [ResourceStep("delete", urn, _type(urn)) for urn in gone]
+        for step in steps:
+            on_output(f"{_SYMBOLS[step.op]} {step.op} {step.type} {step.name}")
+        changes = {op: sum(1 for s in steps if s.op == op) for op in ("create", "update", "delete")}
+        changes["same"] = len(records) - changes["create"] - changes["update"]
+        self.journal.append(
+            ("preview", json.dumps({k: v for k, v in changes.items() if k != "same"}))
+        )
+        return PreviewSummary(changes, steps)
+
+    def _program(self, config: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+        """The program run under `config`: its custom resources (urn -> digest of the inputs)
+        and its outputs."""
         from ecoma_infra.program.offline import run_offline  # noqa: PLC0415  (loads the SDK)
 
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / f"Pulumi.{self.name}.yaml"
+            path.write_text(yaml.safe_dump({"config": dict(config)}))
+            result = run_offline(path)
+        digests = {
+            record.urn: hashlib.sha256(
+                json.dumps(record.inputs, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            for record in result.records
+            if record.custom
+        }
+        return digests, dict(result.outputs)
+
+    def up(self, on_output: Callable[[str], None]) -> UpSummary:
         if self.fail_up:
             self.journal.append(("up", "failed"))
             raise EcomaError(f"stack {self.name}: pulumi failed: simulated failure of up")
-        with tempfile.TemporaryDirectory() as directory:
-            path = Path(directory) / f"Pulumi.{self.name}.yaml"
-            path.write_text(yaml.safe_dump({"config": self._config}))
-            result = run_offline(path)
-        urns = sorted(record.urn for record in result.records if record.custom)
+        digests, outputs = self._program(self._config)
+        urns = sorted(digests)
         created = sorted(set(urns) - set(self._urns))
         deleted = sorted(set(self._urns) - set(urns))
         for urn in created:
@@ -90,11 +145,12 @@ class SimulatedStack:
         changes = {"create": len(created), "delete": len(deleted), "same": len(urns) - len(created)}
         self.journal.append(("up", json.dumps({k: v for k, v in changes.items() if k != "same"})))
         self._urns = urns
-        self._outputs = result.outputs
+        self._digests = digests
+        self._outputs = outputs
         self._save()
         if self.on_up is not None:
             self.on_up(created, deleted)
-        return UpSummary(changes, dict(result.outputs))
+        return UpSummary(changes, dict(self._outputs))
 
     def outputs(self) -> dict[str, Any]:
         return dict(self._outputs)
@@ -107,5 +163,18 @@ class SimulatedStack:
     def _save(self) -> None:
         if self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            state = {"config": self._config, "urns": self._urns, "outputs": self._outputs}
+            state = {
+                "config": self._config,
+                "urns": self._urns,
+                "outputs": self._outputs,
+                "digests": self._digests,
+            }
             self.state_file.write_text(json.dumps(state, indent=1))
+
+
+_SYMBOLS = {"create": "+", "update": "~", "delete": "-"}
+
+
+def _type(urn: str) -> str:
+    """`urn:pulumi:s::p::ecoma:aws:BurstPool$aws:ec2/vpc:Vpc::name` -> `aws:ec2/vpc:Vpc`."""
+    return urn.rsplit("::", 2)[-2].rsplit("$", 1)[-1]

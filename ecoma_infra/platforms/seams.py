@@ -35,6 +35,17 @@ class DrainError(EcomaError):
 
 
 @dataclass(frozen=True)
+class DrainProgress:
+    """Where a drain stands at one of its polls: the pods still on the node and, for those
+    whose eviction the API refused, why (a PodDisruptionBudget, throttling)."""
+
+    node: str
+    elapsed: float
+    waiting: list[str]
+    blocked: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     """A Node object as the cluster sees it."""
 
@@ -50,6 +61,33 @@ class Device:
 
     id: str
     hostname: str
+
+
+@dataclass(frozen=True)
+class ResourceStep:
+    """One resource's change in a preview: `op` is create, update, replace or delete (Pulumi's
+    create-replacement/replace/delete-replaced steps of one resource are one `replace`)."""
+
+    op: str
+    urn: str
+    type: str
+    diffs: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.urn.rsplit("::", 1)[-1]
+
+
+@dataclass(frozen=True)
+class PreviewSummary:
+    """What an `up` would change: the count per operation and the resources' steps."""
+
+    changes: Mapping[str, int]
+    steps: list[ResourceStep]
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.steps)
 
 
 @dataclass(frozen=True)
@@ -78,6 +116,18 @@ class StackBackend(Protocol):
     def remove_config(self, paths: list[str]) -> None:
         """Remove config values by path, e.g. `ecoma:burst.aws.expires_at["wkr-aws-1"]`."""
 
+    def preview(
+        self,
+        values: Mapping[str, Any],
+        removals: list[str],
+        on_output: Callable[[str], None],
+        *,
+        policy_packs: tuple[str, ...] = (),
+        policy_pack_configs: tuple[str, ...] = (),
+    ) -> PreviewSummary:
+        """`pulumi preview` of the stack as it would be with these config paths set and removed,
+        without writing them anywhere; its progress lines given to `on_output`."""
+
     def up(self, on_output: Callable[[str], None]) -> UpSummary:
         """`pulumi up` of the stack, its progress lines given to `on_output`."""
 
@@ -93,10 +143,16 @@ class Cluster(Protocol):
 
     def uncordon(self, name: str) -> None: ...
 
-    def drain(self, name: str, *, timeout: float) -> None:
+    def drain(
+        self,
+        name: str,
+        *,
+        timeout: float,
+        on_progress: Callable[[DrainProgress], None] | None = None,
+    ) -> None:
         """Evict every pod but DaemonSet and mirror pods through the Eviction API (which
         honours PodDisruptionBudgets) and wait until they are gone; `DrainError` when that does
-        not happen within `timeout` seconds."""
+        not happen within `timeout` seconds. `on_progress` hears of every poll."""
 
     def delete_node(self, name: str) -> None:
         """Delete the Node object; no error when it is already gone."""

@@ -80,7 +80,8 @@ class _Model(BaseModel):
 
 
 class NetworkPlan(_Model):
-    """The seed's IP range plan. Every default is the seed's value."""
+    """The address plan: Tailscale, link-local, pods, services, the SDN subnet and the fixed
+    addresses in them. Every default is the design's value (README, "The stack file")."""
 
     tailscale_cidr: IPv4Network = IPv4Network("100.64.0.0/10")
     link_local_cidr: IPv4Network = IPv4Network("169.254.0.0/16")
@@ -369,7 +370,8 @@ class MetricRule(_Model):
 
 
 class AutoscaleSettings(_Model):
-    """What `ecoma-infra autoscale` reads and how it decides (the seed's three signals)."""
+    """What `ecoma-infra autoscale` reads and how it decides: three load signals (cpu, queue,
+    latency) from Prometheus."""
 
     preference: list[CloudProvider] = Field(
         min_length=1,

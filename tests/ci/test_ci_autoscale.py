@@ -104,7 +104,7 @@ def test_a_pull_request_job_gets_prod_credentials_only_through_a_reviewed_enviro
                 continue
             for context in bindings(workflow, job):
                 # Every OIDC job of a pull request runs in an environment: the roles trust
-                # environment subjects only (README, "OIDC trust").
+                # environment subjects only (docs/ci.md, "OIDC trust").
                 name = environment_name(job, context)
                 assert name in environments, f"{path.name}:{job_id}: no environment"
                 if "prod" in context.values():

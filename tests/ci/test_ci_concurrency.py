@@ -25,7 +25,7 @@ check-jsonschema vendors, says it in one sentence, checked below:
 `GitHub` below is that rule set and nothing more; the workflows are read from `.github/` (their
 jobs, `needs`, matrices and rendered concurrency groups), and each scenario throws at them what
 production does: a reaper every 15 minutes, an autoscaler every 5, bursts and deploys by people,
-a prod deploy waiting a day for its reviewer. The design under test (README, "One queue per
+a prod deploy waiting a day for its reviewer. The design under test (docs/ci.md, "One queue per
 stack"): every job that changes a stack queues in `stack-<stack>` with `queue: max`; the periodic
 workflows add a workflow-level group, so at most one of their runs is going and one waiting; the
 approvals are jobs of their own that hold no group.
@@ -441,10 +441,10 @@ def test_the_model_matches_the_queue_property_in_githubs_schema() -> None:
 
 
 def readme_environments() -> dict[str, bool]:
-    """The README's GitHub settings table: environment -> has required reviewers."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^### GitHub settings$(?P<body>.*?)^#", readme, re.M | re.S)
-    assert section, "README.md has no 'GitHub settings' section"
+    """docs/ci.md's GitHub settings table: environment -> has required reviewers."""
+    readme = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    section = re.search(r"^##+ GitHub settings$(?P<body>.*?)^#", readme, re.M | re.S)
+    assert section, "docs/ci.md has no 'GitHub settings' section"
     found = {}
     for line in section.group("body").splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]

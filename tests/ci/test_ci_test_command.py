@@ -129,3 +129,15 @@ def test_why_each_step_is_its_own_command_under_set_e() -> None:
         timeout=10,
     )
     assert (result.returncode, result.stdout) == (0, "went on\n")
+
+
+def test_the_first_setup_shows_its_progress_and_says_how_big_it_is(project: Path) -> None:
+    shutil.rmtree(project / ".venv")  # a fresh checkout: nothing installed yet
+
+    result, calls = run(project, "scripts/test")
+
+    # uv's progress is shown (no --quiet), and the log says what is coming before it starts.
+    assert calls[0] == "uv sync --frozen"
+    assert "first setup" in result.stderr
+    assert "220 MB" in result.stderr
+    assert "1.4 GB" in result.stderr

@@ -640,7 +640,10 @@ def test_permissions_are_least_privilege(path: Path) -> None:
         assert writes <= ALLOWED_WRITE_SCOPES, f"{job_id} writes {writes - ALLOWED_WRITE_SCOPES}"
         if "pull-requests" in writes:
             comments = [
-                s for s in steps(job) if str((s.get("with") or {}).get("comment-on-pr")) == "True"
+                s
+                for s in steps(job)
+                if str((s.get("with") or {}).get("comment-on-pr")) == "True"
+                or ("gh api" in str(s.get("run", "")) and "/comments" in str(s.get("run", "")))
             ]
             assert comments, f"{job_id}: pull-requests: write but no step comments on the PR"
 
@@ -695,7 +698,7 @@ def test_third_party_actions_are_pinned_to_a_commit_with_its_release_in_a_commen
     path: Path,
 ) -> None:
     # A tag can be moved to other code; a commit cannot. Each commit was read off the action's
-    # repository at the tag named in the comment (README, "Pinned actions").
+    # repository at the tag named in the comment (docs/ci.md, "Pinned actions").
     pinned_uses(path)
 
 
@@ -755,6 +758,8 @@ def test_stack_changing_jobs_hold_the_stack_concurrency_group(path: Path) -> Non
             for rendered, arguments in command_lines(workflow, job, context):
                 if not arguments or arguments[0] not in STACK_CHANGING:
                     continue
+                if "--dry-run" in arguments:  # changes nothing: no place in the stack's queue
+                    continue
                 stack = option_value(arguments, "--stack")
                 assert stack in STACKS, f"{job_id}: {rendered!r} names no known stack"
                 concurrency = job.get("concurrency") or workflow.get("concurrency")
@@ -781,7 +786,7 @@ def test_every_workflow_runs_its_commands_on_each_stack() -> None:
         "credentials": {("credentials", stack) for stack in STACKS},
         "autoscale": {("autoscale", stack) for stack in STACKS},
         "ci": set(),
-        "preview": set(),
+        "preview": {("deploy", stack) for stack in STACKS},
     }
     for name, wanted in expected.items():
         workflow = workflow_named(name)
@@ -838,21 +843,35 @@ def test_deploy_goes_to_prod_only_after_staging_and_through_the_production_envir
         ], commands
 
 
-def test_preview_comments_each_stack_on_the_pull_request() -> None:
+def test_preview_shows_each_stack_as_deploy_would_apply_it_on_the_pull_request() -> None:
     preview = workflow_named("preview")
     assert set(triggers(preview)) == {"pull_request"}
     (job,) = jobs(preview).values()
     assert job["strategy"]["matrix"]["stack"] == list(STACKS)
-    (pulumi,) = [s for s in steps(job) if action_name(s.get("uses", "")) == "pulumi/actions"]
-    assert pulumi["with"]["command"] == "preview"
-    assert pulumi["with"]["comment-on-pr"] is True
+    # No plain `pulumi preview` of the committed file: it would show running burst nodes deleted.
+    assert not [s for s in steps(job) if action_name(s.get("uses", "")) == "pulumi/actions"]
     for context in bindings(preview, job):
-        stack = context["matrix.stack"]
-        assert render(
-            pulumi["with"]["stack-name"], {**context, "vars.PULUMI_ORGANIZATION": "o"}
-        ) == (f"o/{stack}")
-        config = render(pulumi["with"]["policyPackConfigs"], context)
+        stack = str(context["matrix.stack"])
+        (arguments,) = [a for _, a in command_lines(preview, job, context)]
+        assert arguments[:2] == ["deploy", "--stack"]
+        assert option_value(arguments, "--stack") == stack
+        assert "--dry-run" in arguments  # previews with the carried burst state, changes nothing
+        assert "--yes" not in arguments
+        assert option_value(arguments, "--policy-pack") == "policy"
+        config = option_value(arguments, "--policy-pack-config")
+        assert config == f"policy/config/{stack}.json"
         assert (ROOT / config).is_file(), config
+        # A preview takes no place in the stack's queue (it would wait behind a long burst).
+        group = render(
+            job["concurrency"]["group"], {**context, "github.event.pull_request.number": "7"}
+        )
+        assert not group.startswith("stack-"), group
+    preview_step = run_step(steps(job), "preview")
+    assert '[ "$code" -eq 0 ] || [ "$code" -eq 3 ]' in preview_step["run"]  # 3: changes pending
+    (comment,) = [s for s in steps(job) if "gh api" in str(s.get("run", ""))]
+    assert comment["if"] == "${{ !cancelled() && steps.preview.outcome != 'skipped' }}"
+    assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert job["permissions"]["pull-requests"] == "write"
 
 
 # --- burst ----------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def test_simulated_reap_lists_then_removes_exactly_the_expired_nodes(
 
     change_stack(project, leases)
     code, out, _ = run(capsys, "reap", "--stack", "staging", "--offline", "--dry-run")
-    assert code == 0
+    assert code == 3  # --dry-run: changes pending
     assert [line.split()[0] for line in out.splitlines() if "lease ended" in line] == ["wkr-aws-1"]
     assert "pulumi up" not in out
 
@@ -181,7 +181,9 @@ def test_simulated_deploy_keeps_the_running_burst_nodes(
 def test_simulated_drill_passes_every_phase(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(capsys, "drill", "--stack", "staging", "--provider", "aws", "--offline")
+    code, out, err = run(
+        capsys, "drill", "--stack", "staging", "--provider", "aws", "--offline", "--yes"
+    )
     assert code == 0, err
     marks = [line.split()[:2] for line in out.splitlines() if line.startswith("  ok")]
     assert marks == [["ok", "burst"], ["ok", "verify"], ["ok", "teardown"], ["ok", "verify-gone"]]
@@ -223,7 +225,7 @@ def test_simulated_drill_failure_still_removes_the_node_and_exits_1(
     monkeypatch.setattr(burst_session, "session", _failing_session(failure))
     metrics = project / "drill.prom"
     code, out, _ = run(
-        capsys, "drill", "--stack", "staging", "--provider", "gcp", "--offline",
+        capsys, "drill", "--stack", "staging", "--provider", "gcp", "--offline", "--yes",
         "--ready-timeout", "1", "--metrics-file", str(metrics),
     )  # fmt: skip
     assert code == 1

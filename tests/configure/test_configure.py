@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import signal
 import stat
@@ -503,13 +504,17 @@ def test_cli_configure_bad_inventory_file_exits_2_naming_the_file(
     assert message in err
 
 
-def test_cli_configure_needs_exactly_one_inventory_source(tmp_path: Path) -> None:
+def test_cli_configure_needs_exactly_one_inventory_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as raised:
         cli.main(["configure", "--stack", "dev", "--inventory", str(tmp_path / "i.json")])
     assert raised.value.code == 2
-    with pytest.raises(SystemExit) as raised:
-        cli.main(["configure"])
-    assert raised.value.code == 2
+    # Neither: no stack from the environment or `pulumi stack select` either (bad usage).
+    monkeypatch.delenv("PULUMI_STACK", raising=False)
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
+    assert cli.main(["configure"]) == 2
+    assert "which stack? pass -s NAME or --inventory" in capsys.readouterr().err
 
 
 def test_cli_configure_stack_without_pulumi_cli_says_what_to_do(
@@ -562,3 +567,38 @@ def test_cli_configure_stack_reads_inventory_and_secret_outputs(
     out = capsys.readouterr().out
     assert "stack-token" not in out
     assert "caller-agent-token" not in out
+
+
+# --- the live display at a terminal ---------------------------------------------------------
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_progress_is_a_live_table_and_failures_stay_on_screen(
+    private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    terminal = FakeTerminal()
+    result = run_playbook(
+        inventory(**{"cpl-1": local_host(), "cpl-2": local_host()}),
+        FIXTURES / "fail.yaml",
+        stream=terminal,
+    )
+
+    shown = terminal.getvalue()
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+    assert not result.success
+    assert "PLAY Fail" in plain
+    assert " ok chg fail unr skip task" in " ".join(plain.split())  # the live table's header
+    assert "\x1b[2K" in shown  # redrawn in place
+    assert "FAILED       cpl-1  Refuse the hot disk: " in shown  # kept above the table
+    assert "ok           cpl-1  Answer ping" not in shown  # no line per event at a terminal
+    summary = shown[shown.index("SUMMARY") :]
+    assert "\x1b[" not in summary  # the recap is plain text
+    assert summary.splitlines()[1].split() == [
+        "HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED",
+    ]  # fmt: skip
+    assert "cpl-1 | Refuse the hot disk | failed: " in summary

@@ -1,7 +1,8 @@
 """The burst alerting rules (monitoring/alerts.yaml) and their promtool unit tests.
 
 promtool checks the rules and runs monitoring/alerts_test.yaml; the static tests hold the rules to
-the metrics contract, to the runbook in README.md, and to a firing and a quiet case per alert.
+the metrics contract, to their runbooks in docs/runbooks.md, and to a firing and a quiet case per
+alert.
 promtool comes from Debian's `prometheus` package: missing, these tests skip, or fail when
 ECOMA_LAB_REQUIRED=1 (CI).
 """
@@ -23,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "alerts.yaml"
 RULE_TESTS = MONITORING / "alerts_test.yaml"
-README = ROOT / "README.md"
-RUNBOOK_PREFIX = "https://github.com/ecoma/ecoma-infra/blob/main/README.md#"
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+RUNBOOK_PREFIX = "https://github.com/ecoma/ecoma-infra/blob/main/docs/runbooks.md#"
 
 # The metrics contract the commands write (name -> labels): the alerts may use nothing else.
 CONTRACT: dict[str, frozenset[str]] = dict(telemetry.LABELS)
@@ -198,14 +199,14 @@ def test_every_alert_has_severity_and_annotations() -> None:
     assert not problems, "\n".join(problems)
 
 
-def test_runbook_anchors_are_headings_of_the_readme() -> None:
-    anchors = markdown_anchors(README.read_text(encoding="utf-8"))
+def test_runbook_anchors_are_headings_of_the_runbooks() -> None:
+    anchors = markdown_anchors(RUNBOOKS.read_text(encoding="utf-8"))
     missing = sorted(
         {rule["annotations"]["runbook_url"].removeprefix(RUNBOOK_PREFIX) for rule in alert_rules()}
         - anchors
     )
     assert not missing, (
-        "README.md lacks the runbook headings of these runbook_url anchors: "
+        "docs/runbooks.md lacks the runbook headings of these runbook_url anchors: "
         f"{', '.join('#' + anchor for anchor in missing)} "
         "(one heading per alert, named exactly as the alert, e.g. '### EcomaBurstNodeExpired')"
     )

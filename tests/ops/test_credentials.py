@@ -804,7 +804,7 @@ def test_rotate_of_a_manual_credential_points_to_the_readme(
     err = capsys.readouterr().err
     assert code == 1
     assert says in err
-    assert 'README.md, section "Rotating credentials"' in err
+    assert 'docs/credentials.md, section "Rotating credentials"' in err
 
 
 def test_simulated_rotate_without_the_token_in_the_environment_names_the_variable(

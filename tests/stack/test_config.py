@@ -658,7 +658,9 @@ def test_durations(text: str, seconds: int) -> None:
     assert duration_seconds(text) == seconds
 
 
-def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_validate_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["validate", "--file", str(ROOT / "Pulumi.prod.yaml")]) == 0
     assert "valid: 12 on-prem nodes (3 cpl, 2 ops, 3 sts, 4 wkr)" in capsys.readouterr().out
     values = stack_values("staging")
@@ -666,9 +668,10 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["validate", "--file", str(write_stack(tmp_path, values))]) == 1
     assert "ecoma:nodes[wkr-1].ip: 10.41.1.254 is the kube-vip address" in capsys.readouterr().err
     assert main(["validate", "--file", str(tmp_path / "missing.yaml")]) == 2
-    with pytest.raises(SystemExit) as usage:
-        main(["validate"])
-    assert usage.value.code == 2
+    # No stack named, none in PULUMI_STACK, none selected with `pulumi stack select`.
+    monkeypatch.delenv("PULUMI_STACK", raising=False)
+    monkeypatch.setenv("PULUMI_HOME", str(tmp_path / "pulumi-home"))
+    assert main(["validate"]) == 2
 
 
 def test_cli_validate_by_stack_name_reads_the_project_root(

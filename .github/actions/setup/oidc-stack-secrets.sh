@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Gives the stack this run's short-lived OIDC credentials as secret config, so that the program's
-# providers never need a long-lived cloud key (README, "Credentials and secrets"):
+# providers never need a long-lived cloud key (docs/credentials.md, "Credentials and secrets"):
 #   ecoma:aws_web_identity_token  a GitHub OIDC token with audience sts.amazonaws.com; the AWS
 #                                 provider exchanges it for the pool's role_arn
 #                                 (AssumeRoleWithWebIdentity, account pinned by the program).
 #                                 It lives minutes: it serves what runs right after this step
 #                                 (the preview); `ecoma-infra` sets a new one before each `up`
-#                                 (README, "Fresh credentials for every update").
+#                                 (docs/ci.md, "Fresh credentials for every update").
 #   ecoma:gcp_credentials         the workload identity federation config that
 #                                 google-github-actions/auth wrote (it holds no key)
 # Each value reaches `pulumi config set --secret` on standard input: never on a command line or in

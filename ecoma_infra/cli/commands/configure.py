@@ -7,14 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ecoma_infra.cli import stack_options
 from ecoma_infra.configure import inputs
 from ecoma_infra.configure.run import run_playbook
 from ecoma_infra.paths import ansible_dir, project_root
 
 _EPILOG = """\
 inventory:
-  --stack NAME      the stack's `ansible_inventory` output, read with the Pulumi Automation API
-                    (needs the Pulumi CLI and a logged-in backend)
+  -s/--stack NAME   the stack's `ansible_inventory` output, read with the Pulumi Automation API
+                    (needs the Pulumi CLI and a logged-in backend); default: $PULUMI_STACK,
+                    else the stack selected with `pulumi stack select`
   --inventory FILE  a JSON file: a bare inventory {"all": {...}}, a preview document with
                     outputs.ansible_inventory, or `pulumi stack output --json`
 
@@ -42,8 +44,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--stack", metavar="NAME", help="read the inventory from this stack")
+    source = parser.add_mutually_exclusive_group()
+    stack_options.add_stack_option(
+        source,
+        alternatives=("inventory",),
+        help_text="read the inventory from this stack (default: $PULUMI_STACK, else the stack "
+        "selected with `pulumi stack select`)",
+    )
     source.add_argument(
         "--inventory", metavar="FILE", type=Path, help="read the inventory from this JSON file"
     )
@@ -86,7 +93,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.stack:
-        outputs = inputs.read_stack_outputs(args.stack, project_root())
+        outputs = inputs.read_stack_outputs(args.pulumi_stack or args.stack, project_root())
         inventory = inputs.inventory_from_document(outputs, f"stack {args.stack}")
         secrets = {
             **inputs.secrets_from_outputs(outputs),

@@ -9,7 +9,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from ecoma_infra.cli import stack_options
+from ecoma_infra.cli import conventions, stack_options
+from ecoma_infra.cli.prompt import confirm
 from ecoma_infra.errors import EcomaError, UsageError
 from ecoma_infra.ops.credentials import (
     README_SECTION,
@@ -83,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         required=True,
         help="a credential due within N days is 'expiring'",
     )
-    check.add_argument("--json", action="store_true", help="print one JSON document")
+    conventions.add_json_option(check, "the report as one JSON document")
     check.set_defaults(handler=run_check)
 
     rotate = actions.add_parser(
@@ -94,11 +95,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=EPILOG_ROTATE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    rotate.add_argument(
-        "--stack",
-        metavar="NAME",
-        required=True,
-        help="the Pulumi stack whose config is read and changed (Automation API)",
+    stack_options.add_stack_option(
+        rotate, help_text="the Pulumi stack whose config is read and changed (Automation API)"
     )
     rotate.add_argument(
         "--credential",
@@ -107,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="KEY",
         help=f"the secret key to rotate ({', '.join(sorted(SECRET_KEYS))})",
     )
-    rotate.add_argument("--yes", action="store_true", help="do not ask before changing anything")
+    conventions.add_yes_option(rotate, "do not ask before changing anything")
     rotate.set_defaults(handler=run_rotate)
 
 
@@ -139,7 +137,7 @@ def run_rotate(args: argparse.Namespace) -> int:
     stack_name: str = args.stack
     if args.credential != "proxmox_api_token":
         raise EcomaError(manual_rotation(args.credential, stack_name))
-    backend = open_stack(stack_name)
+    backend = open_stack(args.pulumi_stack or stack_name)
     values, _ = split_namespace(backend.config())
     config = parse_stack_config(values, f"stack {stack_name}")
     api = ProxmoxApi.from_environment(config.proxmox, os.environ)
@@ -147,15 +145,14 @@ def run_rotate(args: argparse.Namespace) -> int:
     plan = plan_proxmox_rotation(stack_name, config, api, now=moment)
     for line in plan.describe():
         print(line)
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError("nothing changed: pass --yes to rotate without a prompt")
-        if input("Rotate? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing changed")
-            return 1
+    confirm(
+        f"rotate {args.credential} of stack {stack_name}",
+        yes=conventions.skip_confirmations(args),
+        out=sys.stdout,
+    )
     rotate_proxmox_token(backend, plan, api, now=moment, say=print)
     print(
-        f"done: the next `pulumi up` of {stack_name} uses {plan.new}; where CI exports "
-        f"{PROXMOX_TOKEN_ENV} from its own secret store, update it there too"
+        f"done: the next `ecoma-infra deploy --stack {stack_name}` uses {plan.new}; where CI "
+        f"exports {PROXMOX_TOKEN_ENV} from its own secret store, update it there too"
     )
     return 0

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ecoma_infra.burst.plan import plan_count, plan_removal
 from ecoma_infra.burst.run import PROVIDER_LABEL, BurstError, load_ref
-from ecoma_infra.cli import burst_session
-from ecoma_infra.errors import EcomaError
+from ecoma_infra.cli import burst_session, conventions
+from ecoma_infra.errors import EcomaError, UsageError
 from ecoma_infra.stack.model import CLOUD_PROVIDERS
 
 _EPILOG = """\
@@ -18,8 +19,14 @@ steps, each timed: burst one node (plan, up, configure only it, wait for Ready),
 labelled topology.ecoma.io/provider=<provider>, schedulable), scale it away (cordon, drain, delete
 the Node, up, delete its Tailscale device), verify it is gone (no Node, no device, pool back to its
 size). A failure after the node was added still removes it (drain first) and says whether that
-worked. Exit 0 when every step passed, 1 otherwise.
+worked. It asks first (-y/--yes or PULUMI_SKIP_CONFIRMATIONS=true skip the question), and on a
+production stack (named prod or production, e.g. prod, org/ecoma-infra/prod, prod-eu) it refuses
+unless --allow-prod is given as well: a drill adds and destroys a real node, which belongs on
+staging. Exit 0 when every step passed, 1 otherwise, 2 bad usage or refused.
 """
+
+#: A stack whose name says production: a drill there needs --allow-prod.
+_PRODUCTION = re.compile(r"(^|[-_.])(prod|production)($|[-_.])")
 
 
 @dataclass
@@ -34,18 +41,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "drill",
         help="burst one node, check it, drain and destroy it; report each phase",
-        description="The seed's regular test of the bursting path (run it on staging).",
+        description=(
+            "The regular test of the bursting path, end to end, on one real node (run it on "
+            "staging, e.g. weekly: the drill workflow does)."
+        ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--provider", required=True, choices=CLOUD_PROVIDERS)
-    parser.add_argument("--ttl", metavar="DURATION", default="1h", help="lease of the drill node")
-    burst_session.add_options(parser, confirm=False)
-    parser.set_defaults(handler=run, yes=True)
+    parser.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        type=conventions.duration,
+        default="1h",
+        help="lease of the drill node (1h)",
+    )
+    parser.add_argument(
+        "--allow-prod",
+        action="store_true",
+        help="drill a production stack too (refused without it, whatever --yes says)",
+    )
+    burst_session.add_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def is_production(stack: str) -> bool:
+    return bool(_PRODUCTION.search(stack.lower()))
 
 
 def run(args: argparse.Namespace) -> int:
-    return Drill(args).run()
+    if is_production(args.stack) and not args.allow_prod:
+        raise UsageError(
+            f"stack {args.stack} is production: a drill adds and destroys a real burst node "
+            "there. Drill staging instead, or add --allow-prod if you mean it"
+        )
+    drill = Drill(args)
+    drill.sess.confirm(
+        f"drill stack {args.stack}: add one {args.provider} burst node, check it, then drain "
+        "and destroy it?"
+    )
+    return drill.run()
 
 
 class Drill:
@@ -68,13 +103,33 @@ class Drill:
             ok = ok and removed
         self.telemetry.finish(success=ok)
         width = max(len(s.name) for s in self.steps)
-        print(f"drill of stack {self.args.stack} on {self.provider}:")
+        say = self.sess.say
+        say(f"drill of stack {self.args.stack} on {self.provider}:")
         for s in self.steps:
             mark = "ok  " if s.ok else "FAIL"
-            print(f"  {mark} {s.name:<{width}}  {s.seconds:7.1f} s  {s.detail}")
+            say(f"  {mark} {s.name:<{width}}  {s.seconds:7.1f} s  {s.detail}")
         total = sum(s.seconds for s in self.steps)
-        print(f"drill {'passed' if ok else 'FAILED'} in {total:.1f} s")
-        return 0 if ok else 1
+        say(f"drill {'passed' if ok else 'FAILED'} in {total:.1f} s")
+        if self.args.json:
+            conventions.emit_json(
+                {
+                    "stack": self.args.stack,
+                    "provider": self.provider,
+                    "node": self.node,
+                    "passed": ok,
+                    "seconds": round(total, 1),
+                    "steps": [
+                        {
+                            "name": s.name,
+                            "ok": s.ok,
+                            "seconds": round(s.seconds, 1),
+                            "detail": s.detail,
+                        }
+                        for s in self.steps
+                    ],
+                }
+            )
+        return conventions.EXIT_OK if ok else conventions.EXIT_FAILED
 
     def step(self, name: str, action: Callable[[], str]) -> bool:
         start = time.monotonic()

@@ -1,10 +1,10 @@
 """`ecoma-infra lab`: a stack's on-prem nodes as real local Debian 12 hosts, and the playbook
 run against them.
 
-    sudo ecoma-infra lab up --stack staging        # hosts at their SDN IPs, disks at by-id paths
-    sudo ecoma-infra lab converge --stack staging  # `configure` against them
-    sudo ecoma-infra lab status --stack staging
-    sudo ecoma-infra lab down --stack staging      # leaves the machine as it was
+    sudo ecoma-infra lab up -s staging        # hosts at their SDN IPs, disks at by-id paths
+    sudo ecoma-infra lab converge -s staging  # `configure` against them
+    sudo ecoma-infra lab status -s staging    # --json for one document
+    sudo ecoma-infra lab down -s staging      # leaves the machine as it was
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from ecoma_infra.cli import conventions, stack_options
 from ecoma_infra.cli.commands import configure as configure_command
 from ecoma_infra.errors import UsageError
 from ecoma_infra.lab import engine as lab
@@ -36,9 +37,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status = actions.add_parser("status", help="show each host: running, ssh, disks")
     down = actions.add_parser("down", help="remove every host, disk, mount, swap and bridge")
     for action in (up, converge, status):
-        action.add_argument("--stack", metavar="NAME", required=True, help="the stack to mirror")
+        stack_options.add_stack_option(
+            action,
+            help_text="the stack to mirror (default: $PULUMI_STACK, else the stack selected "
+            "with `pulumi stack select`)",
+        )
+    conventions.add_json_option(status, "every host's state as one JSON document")
     which = down.add_mutually_exclusive_group()
-    which.add_argument("--stack", metavar="NAME", help="the stack's lab")
+    # No $PULUMI_STACK fallback here: without -s, `down` takes the lab that is up, whichever.
+    which.add_argument("-s", "--stack", metavar="NAME", help="the stack's lab")
     which.add_argument(
         "--state-dir", type=Path, help="a lab's state dir (default: the lab that is up)"
     )
@@ -82,13 +89,34 @@ def run_converge(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     _state(args.stack)
     healthy = True
-    for host in lab.lab_status(labstack.state_dir(args.stack)):
+    hosts = lab.lab_status(labstack.state_dir(args.stack))
+    for host in hosts:
         disks = " ".join(f"{k}:{'ok' if v else 'MISSING'}" for k, v in host.disks_present.items())
-        print(
-            f"{host.name:<12} {host.ip:<15} running={host.running} ssh={host.ssh_reachable} {disks}"
-        )
+        if not args.json:
+            print(
+                f"{host.name:<12} {host.ip:<15} running={host.running} "
+                f"ssh={host.ssh_reachable} {disks}"
+            )
         healthy = healthy and host.healthy
-    return 0 if healthy else 1
+    if args.json:
+        conventions.emit_json(
+            {
+                "stack": args.stack,
+                "healthy": healthy,
+                "hosts": [
+                    {
+                        "name": host.name,
+                        "ip": host.ip,
+                        "running": host.running,
+                        "ssh": host.ssh_reachable,
+                        "disks": dict(host.disks_present),
+                        "healthy": host.healthy,
+                    }
+                    for host in hosts
+                ],
+            }
+        )
+    return conventions.EXIT_OK if healthy else conventions.EXIT_FAILED
 
 
 def run_down(args: argparse.Namespace) -> int:

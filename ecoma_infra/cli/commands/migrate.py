@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     config.add_argument("--tfvars", type=Path, required=True, help="the terraform.tfvars file")
     target = config.add_mutually_exclusive_group(required=True)
     target.add_argument(
-        "--stack", metavar="NAME", help="write Pulumi.NAME.yaml at the project root"
+        "-s", "--stack", metavar="NAME", help="write Pulumi.NAME.yaml at the project root"
     )
     target.add_argument("--out", metavar="PATH", type=Path, help="write the draft to this file")
     config.add_argument("--force", action="store_true", help="replace an existing stack file")

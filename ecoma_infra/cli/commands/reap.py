@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 
 from ecoma_infra.burst.plan import ScalePlan, expired, plan_removal
-from ecoma_infra.burst.run import confirm
-from ecoma_infra.cli import burst_session
+from ecoma_infra.cli import burst_session, conventions
 from ecoma_infra.stack.model import CloudProvider
 
 
@@ -19,10 +17,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Find the burst nodes whose lease (the ecoma-expires-at tag, kept in the stack "
             "config) has passed and remove them the same way `burst` scales down: cordon, "
-            "drain, delete the Node, then `up`. Exit 0 when nothing is left expired."
+            "drain, delete the Node, then `up`. Exit 0 when nothing is left expired; with "
+            f"--dry-run, exit {conventions.EXIT_CHANGES_PENDING} when nodes are expired."
         ),
     )
-    parser.add_argument("--dry-run", action="store_true", help="list them, change nothing")
+    conventions.add_dry_run_option(parser, "list them")
     burst_session.add_options(parser)
     parser.set_defaults(handler=run)
 
@@ -34,26 +33,40 @@ def run(args: argparse.Namespace) -> int:
     telemetry = sess.telemetry("reap")
     with telemetry.phase("plan"):
         found = expired(ref.config, now)
+    document: dict[str, object] = {
+        "stack": args.stack,
+        "expired": {
+            provider: [{"name": lease.name, "expires_at": lease.expires_at} for lease in leases]
+            for provider, leases in found.items()
+        },
+        "applied": False,
+    }
     if not found:
-        print(f"stack {args.stack}: no burst node is past its lease")
+        sess.say(f"stack {args.stack}: no burst node is past its lease")
         telemetry.pools(ref.config)
         telemetry.finish(success=True)
-        return 0
+        if args.json:
+            conventions.emit_json(document)
+        return conventions.EXIT_OK
     for provider, leases in found.items():
         for lease in leases:
-            print(f"{lease.name} ({provider}): lease ended {lease.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+            sess.say(
+                f"{lease.name} ({provider}): lease ended {lease.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+            )
     if args.dry_run:
         telemetry.pools(ref.config, {p: len(leases) for p, leases in found.items()})
         telemetry.finish(success=True)
-        return 0
-    confirm(f"remove them from stack {args.stack}", yes=args.yes, out=sys.stdout)
+        if args.json:
+            conventions.emit_json(document)
+        return conventions.EXIT_CHANGES_PENDING
+    sess.confirm(f"remove them from stack {args.stack}")
 
     def planner(provider: CloudProvider, names: list[str]) -> Callable[[], ScalePlan]:
         # Planned when its turn comes, against the stack as the pool before it left it.
         def plan() -> ScalePlan:
             made = plan_removal(sess.ref(), provider, names, now)
             for line in made.describe():
-                print(line)
+                sess.say(line)
             return made
 
         return plan
@@ -62,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
         planner(provider, [lease.name for lease in leases]) for provider, leases in found.items()
     ]
     outcomes, failure = burst_session.run_plans(sess, steps, telemetry)
-    burst_session.report(outcomes, telemetry)
+    burst_session.report(sess, outcomes, telemetry)
+    if args.json:
+        document["applied"] = failure is None
+        document["outcomes"] = [burst_session.outcome_document(o) for o in outcomes]
+        document["error"] = str(failure) if failure is not None else None
+        conventions.emit_json(document)
     if failure is not None:
         raise failure
-    return 0
+    return conventions.EXIT_OK

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from ecoma_infra.cli import stack_options
+from ecoma_infra.cli import conventions, stack_options
+from ecoma_infra.stack.issues import ConfigError
 from ecoma_infra.stack.model import ROLES
 
 
@@ -25,16 +26,49 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="also fail when a secret that `pulumi up` needs is not set (for CI before `up`)",
     )
+    conventions.add_json_option(
+        parser, '{"valid": ..., "problems": [{"where", "message", "fix"}], ...}'
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = stack_options.load(args, require_secrets=args.require_secrets)
+    try:
+        loaded = stack_options.load(args, require_secrets=args.require_secrets)
+    except ConfigError as error:
+        if not args.json:
+            raise
+        conventions.emit_json(
+            {
+                "file": error.source,
+                "valid": False,
+                "problems": [
+                    {"where": issue.where, "message": issue.message, "fix": issue.fix}
+                    for issue in error.issues
+                ],
+            }
+        )
+        return error.exit_code
     config = loaded.config
     roles = Counter(node.role for node in config.nodes)
     pools = ", ".join(
         f"{name} {pool.count}/{pool.max}" for name, pool in config.burst.pools().items()
     )
+    if args.json:
+        conventions.emit_json(
+            {
+                "file": loaded.source,
+                "valid": True,
+                "problems": [],
+                "nodes": {role: roles[role] for role in ROLES if roles[role]},
+                "burst_pools": {
+                    name: {"count": pool.count, "max": pool.max}
+                    for name, pool in config.burst.pools().items()
+                },
+                "notes": list(loaded.notices),
+            }
+        )
+        return conventions.EXIT_OK
     print(
         f"{loaded.source}: valid: {len(config.nodes)} on-prem nodes "
         f"({', '.join(f'{roles[r]} {r}' for r in ROLES if roles[r])}); "
@@ -42,4 +76,4 @@ def run(args: argparse.Namespace) -> int:
     )
     for notice in loaded.notices:
         print(f"{loaded.source}: note: {notice}")
-    return 0
+    return conventions.EXIT_OK
