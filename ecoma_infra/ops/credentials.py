@@ -65,6 +65,8 @@ KINDS: dict[str, str] = {
     "aws_web_identity_token": "AWS OIDC role",
     "aws_access_key_id": "AWS access key",
     "aws_secret_access_key": "AWS access key",
+    "etcd_s3_access_key_id": "etcd snapshots' S3 key",
+    "etcd_s3_secret_access_key": "etcd snapshots' S3 key",
 }
 
 _ROTATION_HINTS: dict[str, str] = {
@@ -86,6 +88,11 @@ _ROTATION_HINTS: dict[str, str] = {
     "aws_web_identity_token": "nothing to rotate; review the role's trust policy",
     "aws_access_key_id": "new access key, set both AWS secrets, deactivate then delete the old",
     "aws_secret_access_key": "new access key, set both AWS secrets, deactivate then delete the old",
+    "etcd_s3_access_key_id": "new key at the S3 provider, set both etcd_s3 secrets, `pulumi up`, "
+    "`ecoma-infra configure --stack {stack} --tags k3s --limit ecoma_cpl`, revoke the old",
+    "etcd_s3_secret_access_key": "new key at the S3 provider, set both etcd_s3 secrets, "
+    "`pulumi up`, `ecoma-infra configure --stack {stack} --tags k3s --limit ecoma_cpl`, revoke "
+    "the old",
 }
 
 _OIDC_KEYS = frozenset({"aws_web_identity_token"})

@@ -1,4 +1,6 @@
-"""The Proxmox VE API: the few calls that token checks and rotation need.
+"""The Proxmox VE API: the few calls that token checks and rotation need, and the VM calls of
+`ecoma-infra replace` (`seams.Hypervisor`: stop and start a VM, keep a stateful node's data disks
+on a holder VM while the node's VM is rebuilt).
 
 Token values live in `Secret` objects and reach nothing but the HTTP `Authorization` header."""
 
@@ -7,14 +9,16 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ecoma_infra.errors import EcomaError
+from ecoma_infra.platforms.seams import VmRef
 from ecoma_infra.stack.model import (
     ProxmoxSettings,
 )
@@ -118,6 +122,8 @@ class ProxmoxApi:
         self._secret = secret
         self._timeout = timeout
         self._context = ssl.create_default_context()
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
         if insecure:  # ecoma:proxmox.insecure: a self-signed PVE certificate
             self._context.check_hostname = False
             self._context.verify_mode = ssl.CERT_NONE
@@ -207,6 +213,127 @@ class ProxmoxApi:
         data = self._call("GET", "/access/permissions")
         return data if isinstance(data, dict) else {}
 
+    # --- VMs (seams.Hypervisor) ------------------------------------------------------------
+
+    def vm(self, name: str) -> VmRef | None:
+        """The VM of that name (`GET /cluster/resources?type=vm`), or None; templates are not
+        VMs here."""
+        data = self._call("GET", "/cluster/resources?type=vm")
+        found = [
+            item
+            for item in data or []
+            if isinstance(item, dict)
+            and item.get("type") == "qemu"
+            and item.get("name") == name
+            and not item.get("template")
+        ]
+        if len(found) > 1:
+            listed = ", ".join(f"{item.get('node')}/{item.get('vmid')}" for item in found)
+            raise ProxmoxApiError(f"Proxmox: more than one VM is named {name} ({listed})")
+        return VmRef(str(found[0]["node"]), int(found[0]["vmid"])) if found else None
+
+    def disks(self, vm: VmRef) -> dict[str, str]:
+        data = self._call("GET", f"{_vm_path(vm)}/config")
+        config = data if isinstance(data, dict) else {}
+        return {
+            str(key): str(value)
+            for key, value in config.items()
+            if _DISK_SLOT.match(str(key)) and "media=cdrom" not in str(value)
+        }
+
+    def running(self, vm: VmRef) -> bool:
+        data = self._call("GET", f"{_vm_path(vm)}/status/current")
+        return isinstance(data, dict) and data.get("status") == "running"
+
+    def stop(self, vm: VmRef, *, timeout: float = 180.0) -> None:
+        """An ACPI shutdown (the guest flushes its filesystems), a hard stop after `timeout`."""
+        if not self.running(vm):
+            return
+        task = self._call(
+            "POST",
+            f"{_vm_path(vm)}/status/shutdown",
+            {"timeout": str(int(timeout)), "forceStop": "1"},
+        )
+        self.wait_task(vm.hypervisor, str(task), timeout=timeout + 60)
+
+    def start(self, vm: VmRef, *, timeout: float) -> None:
+        if not self.running(vm):
+            self.wait_task(vm.hypervisor, str(self._call("POST", f"{_vm_path(vm)}/status/start")))
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                self._call("POST", f"{_vm_path(vm)}/agent/ping")
+                return
+            except ProxmoxApiError as error:
+                if error.status not in (500, 596) or self._clock() >= deadline:
+                    raise ProxmoxApiError(
+                        f"VM {vm.vm_id} on {vm.hypervisor} started, but its guest agent did not "
+                        f"answer within {timeout:.0f} s: {error}",
+                        error.status,
+                    ) from None
+            self._sleep(5.0)
+
+    def create_holder(self, hypervisor: str, name: str, description: str) -> VmRef:
+        vm_id = int(str(self._call("GET", "/cluster/nextid")))
+        holder = VmRef(hypervisor, vm_id)
+        task = self._call(
+            "POST",
+            f"/nodes/{_segment(hypervisor)}/qemu",
+            {
+                "vmid": str(vm_id),
+                "name": name,
+                "description": description,
+                # Nobody deletes it by accident while it keeps the disks (PVE refuses to remove
+                # a protected VM and its disks).
+                "protection": "1",
+                "start": "0",
+            },
+        )
+        self.wait_task(hypervisor, str(task))
+        return holder
+
+    def move_disk(self, vm: VmRef, slot: str, target: VmRef) -> None:
+        # PVE's reassign (qemu-server PVE/API2/Qemu.pm, move_vm_disk with target-vmid): both
+        # VMs on one node, the source stopped, the target slot free; it renames the volume to
+        # the target's VM id and keeps the drive's options (serial=<tier> among them).
+        task = self._call(
+            "POST",
+            f"{_vm_path(vm)}/move_disk",
+            {"disk": slot, "target-vmid": str(target.vm_id), "target-disk": slot},
+        )
+        self.wait_task(vm.hypervisor, str(task))
+
+    def delete_holder(self, vm: VmRef) -> None:
+        left = self.disks(vm)
+        if left:
+            raise ProxmoxApiError(
+                f"VM {vm.vm_id} on {vm.hypervisor} still holds {', '.join(sorted(left))}: "
+                "not deleted"
+            )
+        self._call("PUT", f"{_vm_path(vm)}/config", {"protection": "0"})
+        task = self._call("DELETE", f"{_vm_path(vm)}?purge=1&destroy-unreferenced-disks=0", None)
+        self.wait_task(vm.hypervisor, str(task))
+
+    def wait_task(self, hypervisor: str, upid: str, *, timeout: float = 600.0) -> None:
+        """Wait for a PVE task (`UPID:...`) to stop; `ProxmoxApiError` unless it ended OK."""
+        path = f"/nodes/{_segment(hypervisor)}/tasks/{_segment(upid)}/status"
+        deadline = self._clock() + timeout
+        while True:
+            data = self._call("GET", path)
+            status = data if isinstance(data, dict) else {}
+            if status.get("status") == "stopped":
+                if status.get("exitstatus") != "OK":
+                    raise ProxmoxApiError(
+                        f"Proxmox task {upid} on {hypervisor} failed: "
+                        f"{status.get('exitstatus') or 'no exit status'}"
+                    )
+                return
+            if self._clock() >= deadline:
+                raise ProxmoxApiError(
+                    f"Proxmox task {upid} on {hypervisor} still runs after {timeout:.0f} s"
+                )
+            self._sleep(1.0)
+
     def _call(self, method: str, path: str, params: Mapping[str, str] | None = None) -> Any:
         url = f"{self.endpoint}/api2/json{path}"
         body = urllib.parse.urlencode(params).encode() if params is not None else None
@@ -255,7 +382,10 @@ class ProxmoxApi:
             return (
                 f"the privileges of {self.token_id.full}: tokens of {self.token_id.userid} need "
                 f"User.Modify on /access/users/{self.token_id.userid}; copying ACLs needs "
-                "Permissions.Modify on their paths; listing ACLs needs Sys.Audit on /access"
+                "Permissions.Modify on their paths; listing ACLs needs Sys.Audit on /access; "
+                "`replace` needs VM.Audit, VM.PowerMgmt, VM.Allocate, VM.Config.Disk and "
+                "VM.Monitor (PVE 9: VM.GuestAgent.Audit) on /vms and Datastore.AllocateSpace on "
+                "the datastores"
             )
         if status >= 500:
             return "the message above and the PVE node (journalctl -u pvedaemon -u pveproxy)"
@@ -267,6 +397,14 @@ class ProxmoxApi:
     def _redact(self, text: str) -> str:
         secret = self._reveal()
         return text.replace(secret, "[secret]") if secret else text
+
+
+# Disk slots of a QEMU VM's config (unusedN holds detached volumes, not counted here).
+_DISK_SLOT = re.compile(r"^(virtio|scsi|sata|ide)[0-9]+$")
+
+
+def _vm_path(vm: VmRef) -> str:
+    return f"/nodes/{_segment(vm.hypervisor)}/qemu/{vm.vm_id}"
 
 
 def _segment(value: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,24 @@ class AutomationStack:
         if paths:
             self._run(lambda: self._stack.remove_all_config(paths, path=True))
 
-    def up(self, on_output: Callable[[str], None]) -> UpSummary:
-        result = self._run(lambda: self._stack.up(on_output=on_output, color="never"))
+    def up(
+        self,
+        on_output: Callable[[str], None],
+        *,
+        replace: Sequence[str] = (),
+        target: Sequence[str] = (),
+    ) -> UpSummary:
+        # `target` with `target_dependents`: what depends on a targeted resource (a subnet
+        # route on a router's VM, the next VM of the clone chain) is updated with it.
+        result = self._run(
+            lambda: self._stack.up(
+                on_output=on_output,
+                color="never",
+                replace=list(replace) or None,
+                target=list(target) or None,
+                target_dependents=True if target else None,
+            )
+        )
         changes = dict(result.summary.resource_changes or {})
         return UpSummary(changes, {k: v.value for k, v in result.outputs.items()})
 

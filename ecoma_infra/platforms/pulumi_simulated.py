@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,13 @@ class SimulatedStack:
         self._config: dict[str, Any] = json.loads(json.dumps(dict(config)))
         self._urns: list[str] = []
         self._outputs: dict[str, Any] = {}
+        self.last_records: list[Any] = []  # what the last `up` registered (options included)
+        self._protected: list[str] = []
         if state_file is not None and state_file.exists():
             state = json.loads(state_file.read_text())
             self._config, self._urns = state["config"], state["urns"]
             self._outputs = state.get("outputs", {})
+            self._protected = state.get("protected", [])
 
     @classmethod
     def from_file(cls, path: Path, journal: Journal, **kwargs: Any) -> SimulatedStack:
@@ -70,7 +73,13 @@ class SimulatedStack:
         self._config = apply_paths(self._config, {}, paths)
         self._save()
 
-    def up(self, on_output: Callable[[str], None]) -> UpSummary:
+    def up(
+        self,
+        on_output: Callable[[str], None],
+        *,
+        replace: Sequence[str] = (),
+        target: Sequence[str] = (),
+    ) -> UpSummary:
         from ecoma_infra.program.offline import run_offline  # noqa: PLC0415  (loads the SDK)
 
         if self.fail_up:
@@ -80,16 +89,44 @@ class SimulatedStack:
             path = Path(directory) / f"Pulumi.{self.name}.yaml"
             path.write_text(yaml.safe_dump({"config": self._config}))
             result = run_offline(path)
+        self.last_records = result.records
         urns = sorted(record.urn for record in result.records if record.custom)
-        created = sorted(set(urns) - set(self._urns))
-        deleted = sorted(set(self._urns) - set(urns))
+        by_urn = {record.urn: record for record in result.records}
+        unknown = [urn for urn in [*replace, *target] if urn not in by_urn]
+        if unknown:
+            # As the engine does for a --target or --replace that names no resource.
+            raise EcomaError(f"stack {self.name}: no resource {', '.join(unknown)} to target")
+        # The engine checks the protection the state holds (what the last up registered):
+        # a program that drops `protect` must be applied before the resource can go.
+        protected = [urn for urn in replace if urn in self._protected]
+        if protected:
+            raise EcomaError(
+                f"stack {self.name}: pulumi failed: unable to replace protected resource "
+                f"{', '.join(protected)} (simulated)"
+            )
+        for urn in target:
+            self.journal.append(("target", urn))
+        for urn in replace:
+            self.journal.append(("replace", urn))
+        # A replaced resource is deleted and created again.
+        replaced = set(replace) & set(self._urns)
+        created = sorted((set(urns) - set(self._urns)) | replaced)
+        deleted = sorted((set(self._urns) - set(urns)) | replaced)
         for urn in created:
             on_output(f"+ create {urn.rsplit('::', 2)[-2]} {urn.rsplit('::', 1)[-1]}")
         for urn in deleted:
             on_output(f"- delete {urn.rsplit('::', 2)[-2]} {urn.rsplit('::', 1)[-1]}")
         changes = {"create": len(created), "delete": len(deleted), "same": len(urns) - len(created)}
+        if replaced:
+            changes = {
+                "create": len(created) - len(replaced),
+                "delete": len(deleted) - len(replaced),
+                "replace": len(replaced),
+                "same": len(urns) - len(created),
+            }
         self.journal.append(("up", json.dumps({k: v for k, v in changes.items() if k != "same"})))
         self._urns = urns
+        self._protected = sorted(r.urn for r in result.records if r.custom and r.protect)
         self._outputs = result.outputs
         self._save()
         if self.on_up is not None:
@@ -107,5 +144,10 @@ class SimulatedStack:
     def _save(self) -> None:
         if self.state_file is not None:
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            state = {"config": self._config, "urns": self._urns, "outputs": self._outputs}
+            state = {
+                "config": self._config,
+                "urns": self._urns,
+                "outputs": self._outputs,
+                "protected": self._protected,
+            }
             self.state_file.write_text(json.dumps(state, indent=1))

@@ -131,6 +131,7 @@ class Recorded:
     inputs: dict[str, Any]
     secret_outputs: list[str] = field(default_factory=list)
     replacement_trigger: Any = None
+    delete_before_replace: bool = False
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -162,6 +163,7 @@ class RecordingMonitor(mocks.MockMonitor):
                         if request.HasField("replacement_trigger")
                         else None
                     ),
+                    delete_before_replace=request.deleteBeforeReplace,
                 )
             )
         return response
