@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import re
 import secrets
 import ssl
 import tempfile
@@ -279,10 +280,32 @@ ROLES: dict[str, list[str]] = {
 }
 
 
+@dataclass
+class PveVm:
+    """A QEMU VM: its config (disk slots -> drive strings like
+    `local-lvm:vm-5301-disk-1,serial=warm,size=500G`) and whether it runs."""
+
+    node: str
+    vmid: int
+    name: str
+    config: dict[str, str]
+    running: bool = False
+    agent: bool = True  # its guest agent answers once it runs
+
+
+_DRIVE_SLOT = re.compile(r"^(virtio|scsi|sata|ide)[0-9]+$")
+
+
 class SimulatedProxmox(SimulatedApi):
     """The Proxmox VE API (`/api2/json`) over TLS: token read, list, create and delete, ACLs,
     the version and the caller's effective permissions. `events` records every change in
-    order; tests may share that list with a simulated stack to check the order across both."""
+    order; tests may share that list with a simulated stack to check the order across both.
+
+    VMs and their volumes, with the checks qemu-server makes (PVE/API2/Qemu.pm): a disk moves to
+    another VM (`move_disk` with `target-vmid`) only between stopped VMs on one node into a free
+    slot, renamed to the target's id with its drive options kept; a protected VM is not
+    deleted; a delete with `destroy-unreferenced-disks` also destroys every volume named after
+    the VM id. `volumes` holds each volume's content, so tests see what survives."""
 
     tls = True
 
@@ -299,6 +322,116 @@ class SimulatedProxmox(SimulatedApi):
         """Tokens created through the API fail to authenticate (a broken rotation)."""
         self.fail: Callable[[str, str], Answer | None] | None = None
         """Called with (method, path) first; an answer it returns is sent instead."""
+        self.vms: dict[int, PveVm] = {}
+        self.volumes: dict[str, str] = {}  # volume id -> its content
+        self._tasks = 0
+
+    def add_vm(
+        self, node: str, vmid: int, name: str, disks: dict[str, tuple[str, str]], *, running: bool
+    ) -> PveVm:
+        """A VM with disks `{slot: (options, content)}`; volumes are named vm-<id>-disk-<n>."""
+        vm = PveVm(node, vmid, name, {"name": name}, running=running)
+        for slot, (options, content) in sorted(disks.items()):
+            volume = self._new_volume(vmid)
+            self.volumes[volume] = content
+            vm.config[slot] = f"{volume},{options}" if options else volume
+        self.vms[vmid] = vm
+        return vm
+
+    def destroy_vm(self, vmid: int, *, unreferenced: bool) -> None:
+        """What deleting a VM does (the Pulumi provider deletes with
+        destroy-unreferenced-disks, its default)."""
+        vm = self.vms.pop(vmid)
+        for slot, drive in vm.config.items():
+            if _DRIVE_SLOT.match(slot) or slot.startswith("unused"):
+                self.volumes.pop(drive.split(",", 1)[0], None)
+        if unreferenced:
+            for volume in [v for v in self.volumes if f":vm-{vmid}-disk-" in v]:
+                del self.volumes[volume]
+        self.events.append(f"proxmox: destroy VM {vmid}")
+
+    def slot_contents(self, vmid: int) -> dict[str, str]:
+        """What each disk slot of the VM holds now."""
+        vm = self.vms[vmid]
+        return {
+            slot: self.volumes.get(drive.split(",", 1)[0], "<missing volume>")
+            for slot, drive in vm.config.items()
+            if _DRIVE_SLOT.match(slot)
+        }
+
+    def _new_volume(self, vmid: int, storage: str = "local-lvm") -> str:
+        index = 0
+        while f"{storage}:vm-{vmid}-disk-{index}" in self.volumes:
+            index += 1
+        return f"{storage}:vm-{vmid}-disk-{index}"
+
+    def _task(self, node: str) -> Answer:
+        self._tasks += 1
+        return (
+            200,
+            "OK",
+            {"data": f"UPID:{node}:{self._tasks:08X}:00000000:6650A1B2:qm:ecoma:ci@pve!:"},
+        )
+
+    def _vm_call(  # noqa: PLR0911 (a router)
+        self, method: str, parts: list[str], params: dict[str, str], query: dict[str, str]
+    ) -> Answer:
+        node, vmid = parts[1], int(parts[3])
+        vm = self.vms.get(vmid)
+        if vm is None or vm.node != node:
+            return (
+                500,
+                f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist",
+                {"data": None},
+            )
+        action = "/".join(parts[4:])
+        if method == "GET" and action == "config":
+            return 200, "OK", {"data": dict(vm.config)}
+        if method == "PUT" and action == "config":
+            vm.config.update({k: v for k, v in params.items() if k == "protection"})
+            return 200, "OK", {"data": None}
+        if method == "GET" and action == "status/current":
+            return 200, "OK", {"data": {"status": "running" if vm.running else "stopped"}}
+        if method == "POST" and action in ("status/shutdown", "status/start"):
+            vm.running = action == "status/start"
+            self.events.append(f"proxmox: {action.split('/')[1]} VM {vmid}")
+            return self._task(node)
+        if method == "POST" and action == "agent/ping":
+            if vm.running and vm.agent:
+                return 200, "OK", {"data": {"result": {}}}
+            return 500, "QEMU guest agent is not running", {"data": None}
+        if method == "POST" and action == "move_disk":
+            return self._move_disk(vm, params)
+        if method == "DELETE" and action == "":
+            if vm.config.get("protection") == "1":
+                return 500, f"can't remove VM {vmid} - protection mode enabled", {"data": None}
+            self.destroy_vm(vmid, unreferenced=query.get("destroy-unreferenced-disks") == "1")
+            return self._task(node)
+        return 501, f"Method '{method} {action}' not implemented", {"data": None}
+
+    def _move_disk(self, vm: PveVm, params: dict[str, str]) -> Answer:
+        disk = params["disk"]
+        target = self.vms.get(int(params["target-vmid"]))
+        slot = params.get("target-disk", disk)
+        problem = (
+            "could not find target VM" if target is None
+            else f"Both VMs need to be on the same node ({vm.node} != {target.node})"
+            if vm.node != target.node
+            else f"Disk '{disk}' for VM '{vm.vmid}' does not exist" if disk not in vm.config
+            else f"Target disk key '{slot}' is already in use for VM '{target.vmid}'"
+            if slot in target.config
+            else "Cannot move disk to another VM while the source VM is running - detach first"
+            if vm.running
+            else ""
+        )  # fmt: skip
+        if problem or target is None:
+            return 500, problem, {"data": None}
+        volume, _, options = vm.config.pop(disk).partition(",")
+        renamed = self._new_volume(target.vmid, volume.split(":", 1)[0])
+        self.volumes[renamed] = self.volumes.pop(volume)
+        target.config[slot] = f"{renamed},{options}" if options else renamed
+        self.events.append(f"proxmox: move {disk} of VM {vm.vmid} to VM {target.vmid} as {slot}")
+        return self._task(vm.node)
 
     def add_token(self, tokenid: str, *, expire: int = 0, privsep: int = 1) -> str:
         """A token with its own ACLs; returns `USER@REALM!TOKENID=SECRET`."""
@@ -345,6 +478,29 @@ class SimulatedProxmox(SimulatedApi):
         if self.fail is not None and (answer := self.fail(method, path)) is not None:
             return answer
         parts = path.strip("/").split("/")
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(split.query).items()}
+        if parts[:1] == ["nodes"] and len(parts) >= 4 and parts[2] == "qemu":
+            return self._vm_call(method, parts, params, query)
+        if parts[:1] == ["nodes"] and len(parts) == 5 and parts[2] == "tasks":
+            return 200, "OK", {"data": {"status": "stopped", "exitstatus": "OK"}}
+        if method == "POST" and parts[:1] == ["nodes"] and parts[2:] == ["qemu"]:
+            vmid = int(params["vmid"])
+            if vmid in self.vms:
+                return 500, f"VM {vmid} already exists", {"data": None}
+            vm = PveVm(parts[1], vmid, params["name"], {"name": params["name"]})
+            vm.config.update({k: params[k] for k in ("description", "protection") if k in params})
+            self.vms[vmid] = vm
+            self.events.append(f"proxmox: create VM {vmid} {params['name']}")
+            return self._task(parts[1])
+        if method == "GET" and path == "/cluster/nextid":
+            return 200, "OK", {"data": str(next(i for i in range(100, 10**6) if i not in self.vms))}
+        if method == "GET" and path == "/cluster/resources":
+            listed = [
+                {"id": f"qemu/{vm.vmid}", "type": "qemu", "vmid": vm.vmid, "name": vm.name,
+                 "node": vm.node, "status": "running" if vm.running else "stopped", "template": 0}
+                for vm in self.vms.values()
+            ]  # fmt: skip
+            return 200, "OK", {"data": listed}
         if method == "GET" and path == "/version":
             return 200, "OK", {"data": {"version": "8.3.2", "release": "8.3", "repoid": "3e76eec2"}}
         if method == "GET" and path == "/access/permissions":
