@@ -78,8 +78,11 @@ def run_playbook(
     secrets: dict[str, str],
     limit: str,
     extravars: dict[str, Any],
+    *,
+    verbosity: int = 0,
 ) -> bool:
-    """`ansible/<playbook>` through ansible-runner, with live progress on stdout."""
+    """`ansible/<playbook>` through ansible-runner, with live progress on stdout (with
+    `verbosity`, Ansible's own output, which shows what the tasks report)."""
     from ecoma_infra.configure.run import run_playbook as run  # noqa: PLC0415
 
     result = run(
@@ -89,6 +92,7 @@ def run_playbook(
         limit=limit,
         extravars=extravars,
         output="progress",
+        verbosity=verbosity,
         stream=sys.stdout,
     )
     return result.success

@@ -58,8 +58,8 @@ def test_simulated_snapshot_from_the_command_line(
 ) -> None:
     runs: list[tuple] = []
 
-    def playbook(*args: object) -> bool:
-        runs.append(args)
+    def playbook(*args: object, verbosity: int = 0) -> bool:
+        runs.append((*args, verbosity))
         return True
 
     monkeypatch.setattr(day2_session, "run_playbook", playbook)
@@ -72,12 +72,13 @@ def test_simulated_snapshot_from_the_command_line(
         assert cli.main([*argv, "--name", "before-upgrade"]) == 0
 
     assert "etcd snapshot 'before-upgrade' on cpl-2: saved" in out.getvalue()
-    (playbook_name, _inventory, secrets, limit, extravars) = runs[0]
+    (playbook_name, _inventory, secrets, limit, extravars, verbosity) = runs[0]
     assert (playbook_name, limit, extravars) == (
         "snapshot.yaml",
         "cpl-2",
         {"k3s_snapshot_name": "before-upgrade"},
     )
+    assert verbosity == 1  # Ansible's own output names the snapshot and where it went
     # The playbook only ever reads the credentials on the server; configure-style secrets
     # are handed over all the same, through the environment of the run.
     assert secrets["ECOMA_ETCD_S3_SECRET_ACCESS_KEY"] == "not/a+real=secret"

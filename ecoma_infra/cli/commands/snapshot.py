@@ -42,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
     inventory, secrets = day2_session.inventory_and_secrets(args)
     plan = plan_snapshot(inventory, server=args.node, name=args.name)
     print(plan.describe())
-    take_snapshot(plan, day2_session.run_playbook, inventory, secrets)
+    # Ansible's own output: it shows the snapshot's name and where it went.
+    take_snapshot(
+        plan,
+        lambda *run: day2_session.run_playbook(*run, verbosity=1),
+        inventory,
+        secrets,
+    )
     print(f"{plan.describe()}: saved (`k3s etcd-snapshot ls` on {plan.server} lists it)")
     return 0
