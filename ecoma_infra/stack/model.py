@@ -456,7 +456,7 @@ class K3sSettings(_Model):
     node_local_dns: bool = True
     server_args: list[str] = Field(default_factory=list)
     agent_args: list[str] = Field(default_factory=list)
-    etcd_snapshots: EtcdSnapshotSettings = Field(default_factory=EtcdSnapshotSettings)
+    etcd_snapshots: EtcdSnapshotSettings = EtcdSnapshotSettings()
 
 
 DataTier = Literal["hot", "warm", "cold"]

@@ -260,6 +260,7 @@ class TestSimulatedDay2Roles:
     def test_simulated_one_server_answers_so_a_rebuilt_first_server_joins_it(
         self, lab: Day2Lab
     ) -> None:
+        lab.on("cpl-2", "rm -f /var/lib/k3s-standin/journal.jsonl")
         lab.serve("cpl-2")
         try:
             result, text = lab.play("playbook.yaml", limit="cpl-1", tags=["k3s"])
@@ -315,6 +316,7 @@ class TestSimulatedDay2Roles:
         result, text = lab.play("playbook.yaml", limit="cpl-1", tags=["k3s"])
         assert result.success, _only(result, text)
         lab.on("cpl-1", "mkdir -p /var/lib/rancher/k3s/server/db/etcd/member/wal")
+        lab.on("cpl-2", "rm -f /var/lib/k3s-standin/journal.jsonl")
         lab.serve("cpl-2")
         try:
             result, text = lab.play("playbook.yaml", limit="cpl-1", tags=["k3s"])
