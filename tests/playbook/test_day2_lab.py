@@ -492,6 +492,27 @@ class TestSimulatedDay2Roles:
         for host in SERVERS:
             assert not [e for e in lab.journal(host) if e["argv"][:1] == ["kubectl"]]
 
+    def test_simulated_configure_never_changes_the_version_of_a_running_node(
+        self, lab: Day2Lab
+    ) -> None:
+        lab.install(OLD, ["wkr-2"])
+        new = lab.workdir / "k3s-configure-new"
+        new.write_bytes(standin(NEW))
+        extravars = {
+            "k3s_version": NEW,
+            "k3s_install_binary": True,
+            "k3s_airgap_binary": str(new),
+            "k3s_binary_sha256": hashlib.sha256(new.read_bytes()).hexdigest(),
+        }
+
+        result, _ = lab.play("playbook.yaml", limit="wkr-2", tags=["k3s"], extravars=extravars)
+
+        assert result.failed_hosts == ["wkr-2"]
+        message = " ".join(f.msg for f in result.failures)
+        assert f"runs k3s {OLD}, the inventory wants {NEW}" in message
+        assert "ecoma-infra upgrade --stack <stack> --k3s-version" in message
+        assert lab.version("wkr-2") == OLD
+
     # --- certificates ------------------------------------------------------------------------
 
     def test_simulated_credentials_check_reads_a_servers_certificates_over_real_ssh(
