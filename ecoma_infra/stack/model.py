@@ -421,7 +421,7 @@ class EtcdS3Target(_Model):
     credentials are the secrets etcd_s3_access_key_id and etcd_s3_secret_access_key."""
 
     endpoint: str = Field(
-        "s3.amazonaws.com",
+        default="s3.amazonaws.com",
         pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
         description="Host[:port] of the S3 API, without a scheme (k3s default s3.amazonaws.com).",
     )
@@ -430,22 +430,27 @@ class EtcdS3Target(_Model):
         description="An existing bucket: k3s checks that it exists and never creates it.",
     )
     folder: str = Field(
-        "", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$|^$", description="Key prefix."
+        default="", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$|^$", description="Key prefix."
     )
-    region: str = Field("us-east-1", min_length=1)
-    insecure: bool = Field(False, description="Plain HTTP to the endpoint (never on the internet).")
-    skip_ssl_verify: bool = Field(False, description="Do not verify the endpoint's certificate.")
+    region: str = Field(default="us-east-1", min_length=1)
+    insecure: bool = Field(
+        default=False, description="Plain HTTP to the endpoint (never on the internet)."
+    )
+    skip_ssl_verify: bool = Field(
+        default=False, description="Do not verify the endpoint's certificate."
+    )
 
 
 class EtcdSnapshotSettings(_Model):
     """Scheduled etcd snapshots of every server, kept on its disk and, with `s3`, in a bucket."""
 
     schedule_cron: Annotated[str, StringConstraints(pattern=CRON)] = Field(
-        "0 */12 * * *", description="When (k3s default: 00:00 and 12:00, the servers' time)."
+        default="0 */12 * * *",
+        description="When (k3s default: 00:00 and 12:00, the servers' time).",
     )
-    retention: int = Field(5, ge=1, le=1000, description="Snapshots kept per server.")
-    compress: bool = Field(False, description="Zip the snapshots.")
-    s3: EtcdS3Target | None = Field(None, description="Also upload them to this S3 target.")
+    retention: int = Field(default=5, ge=1, le=1000, description="Snapshots kept per server.")
+    compress: bool = Field(default=False, description="Zip the snapshots.")
+    s3: EtcdS3Target | None = Field(default=None, description="Also upload them to this S3 target.")
 
 
 class K3sSettings(_Model):
