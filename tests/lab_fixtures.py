@@ -17,8 +17,11 @@ skips into failures, so a broken runner never passes by skipping.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +32,8 @@ from ecoma_infra.lab.image import base_image_path, default_cache_dir, ensure_bas
 from ecoma_infra.lab.state import LabDisk, LabError, LabHost, LabSpec, LabState
 
 LAB_REQUIRED_ENV = "ECOMA_LAB_REQUIRED"
+# How long a lab test waits for another test run's lab (other worktrees share the machine).
+OTHER_LAB_WAIT_S = 2700.0
 
 
 def two_host_spec() -> LabSpec:
@@ -77,11 +82,11 @@ def skip_lab(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def lab_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def lab_cache_dir() -> Path:
     """The cache dir holding a built base image."""
     if reason := lab_unavailable_reason():
         skip_lab(reason)
-    _reclaim_lab_of_a_killed_test_run(tmp_path_factory.getbasetemp().parent)
+    _reclaim_lab_of_a_killed_test_run(_pytest_root())
     cache = default_cache_dir()
     try:
         ensure_base_image(cache)
@@ -92,12 +97,58 @@ def lab_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
+def _pytest_root() -> Path:
+    """Where every pytest run of this user keeps its numbered temp dirs (without --basetemp)."""
+    return Path(tempfile.gettempdir()) / f"pytest-of-{getpass.getuser()}"
+
+
 def _reclaim_lab_of_a_killed_test_run(pytest_tmp_root: Path) -> None:
     # A pytest run killed before its fixtures' teardown leaves its lab up, and every later run
-    # would be refused. Take down only a lab that lived in pytest's own temp dirs.
+    # would be refused. Take down only a lab that lived in pytest's own temp dirs, and only when
+    # the pytest run that made it is gone: several worktrees share this machine and
+    # /tmp/pytest-of-<user>, and another run's live lab is waited for, never taken down.
+    _wait_for_another_runs_lab(pytest_tmp_root)
     stale = current_lab()
     if stale is not None and stale.is_relative_to(pytest_tmp_root):
         lab_down(stale)
+
+
+def _owner_is_running(lab: Path, pytest_tmp_root: Path) -> bool:
+    """Whether the pytest run whose temp dir holds `lab` still runs: pytest keeps its pid in
+    the `.lock` of its numbered temp dir while it runs."""
+    locks = [d / ".lock" for d in lab.parents if d.is_relative_to(pytest_tmp_root)]
+    try:
+        pid = int(next(lock for lock in locks if lock.is_file()).read_text().strip())
+    except (StopIteration, OSError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # this run's own lab: a fixture of ours left it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_for_another_runs_lab(pytest_tmp_root: Path) -> None:
+    """Only one lab runs at a time: wait while another lab is up (another running pytest run's,
+    or one made by hand with `ecoma-infra lab up`); a lab a killed pytest run left is not
+    waited for (it is taken down)."""
+    deadline = time.monotonic() + OTHER_LAB_WAIT_S
+    while True:
+        other = current_lab()
+        if other is None or (
+            other.is_relative_to(pytest_tmp_root) and not _owner_is_running(other, pytest_tmp_root)
+        ):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"another lab ({other}) stayed up for {OTHER_LAB_WAIT_S:.0f} s: only one lab "
+                "runs at a time; try again when it is down"
+            )
+        time.sleep(5)
 
 
 class LabFactory:
@@ -111,6 +162,7 @@ class LabFactory:
     def __call__(self, spec: LabSpec, state_dir: Path | None = None) -> LabState:
         state_dir = state_dir or self.tmp_root / f"lab{len(self.state_dirs)}"
         self.state_dirs.append(state_dir)
+        _wait_for_another_runs_lab(_pytest_root())
         return lab_up(spec, state_dir, cache_dir=self.cache_dir)
 
     def down_all(self) -> None:

@@ -14,6 +14,7 @@ import copy
 import datetime as dt
 import ipaddress
 import json
+import re
 import secrets
 import socket
 import ssl
@@ -386,13 +387,50 @@ ROLES: dict[str, list[str]] = {
 DEFAULT_PERMISSION_PATHS = ("/", "/access", "/nodes", "/pool", "/sdn", "/storage", "/vms")
 
 
+@dataclass
+class PveVm:
+    """A QEMU VM: its config (disk slots -> drive strings like
+    `local-lvm:vm-5301-disk-1,serial=warm,size=500G`) and whether it runs."""
+
+    node: str
+    vmid: int
+    name: str
+    config: dict[str, str]
+    running: bool = False
+    agent: bool = True  # its guest agent answers once it runs
+    tags: str = ""  # "a;b", as /cluster/resources lists them
+    template: bool = False
+
+    def resource(self) -> dict[str, Any]:
+        """The VM as `/cluster/resources?type=vm` lists it."""
+        return {
+            "id": f"qemu/{self.vmid}",
+            "type": "qemu",
+            "vmid": self.vmid,
+            "node": self.node,
+            "name": self.name,
+            "status": "running" if self.running else "stopped",
+            "template": 1 if self.template else 0,
+            "tags": self.tags,
+        }
+
+
+_DRIVE_SLOT = re.compile(r"^(virtio|scsi|sata|ide)[0-9]+$")
+
+
 class SimulatedProxmox(SimulatedApi):
     """The Proxmox VE API (`/api2/json`) over TLS: token read, list, create and delete, ACLs,
     the version and the caller's effective permissions; and the cluster as `doctor` reads it:
     nodes, their datastores and bridges, VMs (`/cluster/resources`, `/cluster/nextid`, a VM's
     config), SDN zones and vnets. GET parameters come in the query string, POST and PUT ones in
     the form body, as proxmoxer sends them. `events` records every change in order; tests may
-    share that list with a simulated stack to check the order across both."""
+    share that list with a simulated stack to check the order across both.
+
+    VMs and their volumes, with the checks qemu-server makes (PVE/API2/Qemu.pm): a disk moves to
+    another VM (`move_disk` with `target-vmid`) only between stopped VMs on one node into a free
+    slot, renamed to the target's id with its drive options kept; a protected VM is not
+    deleted; a delete with `destroy-unreferenced-disks` also destroys every volume named after
+    the VM id. `volumes` holds each volume's content, so tests see what survives."""
 
     tls = True
 
@@ -417,13 +455,139 @@ class SimulatedProxmox(SimulatedApi):
         self.bridges: dict[str, list[str]] = {}
         self.bridges_need_audit = False
         """Listing a node's network answers 403 (the token lacks Sys.Audit on /nodes/<node>)."""
-        self.vms: dict[int, dict[str, Any]] = {}
-        """VM id -> its `/cluster/resources` entry plus `config` (the VM's configuration)."""
         self.hidden: set[int] = set()
         """VM ids that exist but that the token may not audit (absent from listings)."""
         self.zones: dict[str, dict[str, Any]] = {}
         self.vnets: dict[str, dict[str, Any]] = {}
         self.sdn_available = True
+        self.vms: dict[int, PveVm] = {}
+        self.volumes: dict[str, str] = {}  # volume id -> its content
+        self._tasks = 0
+
+    def add_vm(
+        self,
+        vmid: int,
+        node: str,
+        name: str,
+        *,
+        tags: str = "",
+        template: bool = False,
+        config: dict[str, Any] | None = None,
+        disks: dict[str, tuple[str, str]] | None = None,
+        running: bool = False,
+    ) -> PveVm:
+        """A VM with its config and disks `{slot: (options, content)}` (volumes are named
+        vm-<id>-disk-<n>)."""
+        vm = PveVm(
+            node,
+            vmid,
+            name,
+            {"name": name, **(config or {})},
+            running=running,
+            tags=tags,
+            template=template,
+        )
+        for slot, (options, content) in sorted((disks or {}).items()):
+            volume = self._new_volume(vmid)
+            self.volumes[volume] = content
+            vm.config[slot] = f"{volume},{options}" if options else volume
+        self.vms[vmid] = vm
+        return vm
+
+    def destroy_vm(self, vmid: int, *, unreferenced: bool) -> None:
+        """What deleting a VM does (the Pulumi provider deletes with
+        destroy-unreferenced-disks, its default)."""
+        vm = self.vms.pop(vmid)
+        for slot, drive in vm.config.items():
+            if _DRIVE_SLOT.match(slot) or slot.startswith("unused"):
+                self.volumes.pop(drive.split(",", 1)[0], None)
+        if unreferenced:
+            for volume in [v for v in self.volumes if f":vm-{vmid}-disk-" in v]:
+                del self.volumes[volume]
+        self.events.append(f"proxmox: destroy VM {vmid}")
+
+    def slot_contents(self, vmid: int) -> dict[str, str]:
+        """What each disk slot of the VM holds now."""
+        vm = self.vms[vmid]
+        return {
+            slot: self.volumes.get(drive.split(",", 1)[0], "<missing volume>")
+            for slot, drive in vm.config.items()
+            if _DRIVE_SLOT.match(slot)
+        }
+
+    def _new_volume(self, vmid: int, storage: str = "local-lvm") -> str:
+        index = 0
+        while f"{storage}:vm-{vmid}-disk-{index}" in self.volumes:
+            index += 1
+        return f"{storage}:vm-{vmid}-disk-{index}"
+
+    def _task(self, node: str) -> Answer:
+        self._tasks += 1
+        return (
+            200,
+            "OK",
+            {"data": f"UPID:{node}:{self._tasks:08X}:00000000:6650A1B2:qm:ecoma:ci@pve!:"},
+        )
+
+    def _vm_call(  # noqa: PLR0911 (a router)
+        self, method: str, parts: list[str], params: dict[str, str], query: dict[str, str]
+    ) -> Answer:
+        node, vmid = parts[1], int(parts[3])
+        vm = self.vms.get(vmid)
+        if vm is None or vm.node != node:
+            return (
+                500,
+                f"Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist",
+                {"data": None},
+            )
+        action = "/".join(parts[4:])
+        if method == "GET" and action == "config":
+            return 200, "OK", {"data": dict(vm.config)}
+        if method == "PUT" and action == "config":
+            vm.config.update({k: v for k, v in params.items() if k == "protection"})
+            return 200, "OK", {"data": None}
+        if method == "GET" and action == "status/current":
+            return 200, "OK", {"data": {"status": "running" if vm.running else "stopped"}}
+        if method == "POST" and action in ("status/shutdown", "status/start"):
+            vm.running = action == "status/start"
+            self.events.append(f"proxmox: {action.split('/')[1]} VM {vmid}")
+            return self._task(node)
+        if method == "POST" and action == "agent/ping":
+            if vm.running and vm.agent:
+                return 200, "OK", {"data": {"result": {}}}
+            return 500, "QEMU guest agent is not running", {"data": None}
+        if method == "POST" and action == "move_disk":
+            return self._move_disk(vm, params)
+        if method == "DELETE" and action == "":
+            if vm.config.get("protection") == "1":
+                return 500, f"can't remove VM {vmid} - protection mode enabled", {"data": None}
+            self.destroy_vm(vmid, unreferenced=query.get("destroy-unreferenced-disks") == "1")
+            return self._task(node)
+        return 501, f"Method '{method} {action}' not implemented", {"data": None}
+
+    def _move_disk(self, vm: PveVm, params: dict[str, str]) -> Answer:
+        disk = params["disk"]
+        target = self.vms.get(int(params["target-vmid"]))
+        slot = params.get("target-disk", disk)
+        problem = (
+            "could not find target VM" if target is None
+            else f"Both VMs need to be on the same node ({vm.node} != {target.node})"
+            if vm.node != target.node
+            else f"Disk '{disk}' for VM '{vm.vmid}' does not exist" if disk not in vm.config
+            else f"Target disk key '{slot}' is already in use for VM '{target.vmid}'"
+            if slot in target.config
+            else "Cannot move disk to another VM while the source VM is running - detach first"
+            if vm.running
+            else ""
+        )  # fmt: skip
+        if problem or target is None:
+            return 500, problem, {"data": None}
+        volume, _, options = vm.config.pop(disk).partition(",")
+        renamed = self._new_volume(target.vmid, volume.split(":", 1)[0])
+        self.volumes[renamed] = self.volumes.pop(volume)
+        target.config[slot] = f"{renamed},{options}" if options else renamed
+        self.events.append(f"proxmox: move {disk} of VM {vm.vmid} to VM {target.vmid} as {slot}")
+        return self._task(vm.node)
 
     def add_node(self, name: str, status: str = "online") -> None:
         self.nodes[name] = status
@@ -444,30 +608,6 @@ class SimulatedProxmox(SimulatedApi):
             "total": 1000 * 2**30,
             **extra,
         }
-
-    def add_vm(
-        self,
-        vmid: int,
-        node: str,
-        name: str,
-        *,
-        tags: str = "",
-        template: bool = False,
-        config: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        entry = {
-            "id": f"qemu/{vmid}",
-            "type": "qemu",
-            "vmid": vmid,
-            "node": node,
-            "name": name,
-            "status": "stopped",
-            "template": 1 if template else 0,
-            "tags": tags,
-            "config": {"name": name, **(config or {})},
-        }
-        self.vms[vmid] = entry
-        return entry
 
     def add_token(
         self,
@@ -520,6 +660,20 @@ class SimulatedProxmox(SimulatedApi):
         if self.fail is not None and (answer := self.fail(method, path)) is not None:
             return answer
         parts = path.strip("/").split("/")
+        query = {k: v[0] for k, v in urllib.parse.parse_qs(split.query).items()}
+        if parts[:1] == ["nodes"] and len(parts) >= 4 and parts[2] == "qemu":
+            return self._vm_call(method, parts, params, query)
+        if parts[:1] == ["nodes"] and len(parts) == 5 and parts[2] == "tasks":
+            return 200, "OK", {"data": {"status": "stopped", "exitstatus": "OK"}}
+        if method == "POST" and parts[:1] == ["nodes"] and parts[2:] == ["qemu"]:
+            vmid = int(params["vmid"])
+            if vmid in self.vms:
+                return 500, f"VM {vmid} already exists", {"data": None}
+            vm = PveVm(parts[1], vmid, params["name"], {"name": params["name"]})
+            vm.config.update({k: params[k] for k in ("description", "protection") if k in params})
+            self.vms[vmid] = vm
+            self.events.append(f"proxmox: create VM {vmid} {params['name']}")
+            return self._task(parts[1])
         if method == "GET" and path == "/version":
             return 200, "OK", {"data": dict(self.version)}
         if method == "GET" and path == "/access/permissions":
@@ -532,7 +686,7 @@ class SimulatedProxmox(SimulatedApi):
             return self._cluster(path, parts, params)
         return 501, f"Method '{method} {path}' not implemented", {"data": None}
 
-    def _cluster(  # noqa: PLR0911, PLR0912 (a router)
+    def _cluster(  # noqa: PLR0911 (a router)
         self, path: str, parts: list[str], params: dict[str, str]
     ) -> Answer:
         """The read-only calls `doctor` makes."""
@@ -552,21 +706,18 @@ class SimulatedProxmox(SimulatedApi):
                 )
             bridges = [{"iface": b, "type": "bridge"} for b in self.bridges.get(parts[1], [])]
             return 200, "OK", {"data": bridges}
-        if len(parts) == 5 and parts[2] == "qemu" and parts[4] == "config":
-            vm = self.vms.get(int(parts[3]))
-            if vm is None or vm["node"] != parts[1]:
-                conf = f"nodes/{parts[1]}/qemu-server/{parts[3]}.conf"
-                return 500, f"Configuration file '{conf}' does not exist", {"data": None}
-            return 200, "OK", {"data": dict(vm["config"])}
         if parts == ["cluster", "resources"]:
             visible = [
-                {k: v for k, v in vm.items() if k != "config"}
+                vm.resource()
                 for vmid, vm in sorted(self.vms.items())
                 if vmid not in self.hidden and params.get("type") in (None, "vm")
             ]
             return 200, "OK", {"data": visible}
         if parts == ["cluster", "nextid"]:
-            vmid = int(params.get("vmid", "100"))
+            if "vmid" not in params:
+                free = next(i for i in range(100, 10**6) if i not in self.vms)
+                return 200, "OK", {"data": str(free)}
+            vmid = int(params["vmid"])
             if vmid in self.vms:
                 return (
                     400,

@@ -9,7 +9,12 @@ objects for errors):
   and GET `/api/v1/namespaces/{ns}/pods/{name}`;
 - POST `/api/v1/namespaces/{ns}/pods/{name}/eviction`, which honours PodDisruptionBudgets with
   `minAvailable` (429 when evicting would break one) and removes the pod, at once or after it
-  was seen in a given number of later reads (graceful termination).
+  was seen in a given number of later reads (graceful termination);
+- GET `/readyz?verbose`: the API server's readiness checks as text, `[+]etcd ok` or (HTTP 500)
+  `[-]etcd failed: reason withheld`, as a real kube-apiserver prints them.
+
+A Node with finalizers (k3s puts one on etcd servers: its member is removed before the Node
+goes) is only marked deleted by a DELETE and disappears after a given number of later reads.
 
 Tests can require a bearer token (401 otherwise), answer chosen (verb, resource) pairs with an
 error (`forbid` gives the RBAC 403 of a real server) and read the request log.
@@ -87,8 +92,11 @@ class SimulatedApiServer:
     pods: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pdbs: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    etcd_healthy: bool = True
     # reads of the pod still to come before a terminating pod is gone
     _terminating: dict[tuple[str, str], int] = field(default_factory=dict)
+    # reads of a deleted Node still to come before its finalizers are done
+    _finalizing: dict[str, int] = field(default_factory=dict)
     _grace_polls: dict[tuple[str, str], int] = field(default_factory=dict)
     _errors: dict[tuple[str, str], _Error] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -130,7 +138,11 @@ class SimulatedApiServer:
         ready: bool = True,
         unschedulable: bool = False,
         labels: Mapping[str, str] | None = None,
+        version: str = "v1.31.4+k3s1",
+        finalizer_reads: int = 0,
     ) -> dict[str, Any]:
+        """A Node; with `finalizer_reads`, a DELETE leaves it (marked deleted) for that many
+        more reads, as the finalizer of k3s's etcd member controller does."""
         spec: dict[str, Any] = {"podCIDR": "10.42.3.0/24", "providerID": f"k3s://{name}"}
         if unschedulable:
             spec["unschedulable"] = True
@@ -155,7 +167,7 @@ class SimulatedApiServer:
                     "containerRuntimeVersion": "containerd://1.7.23-k3s2",
                     "kernelVersion": "6.1.0-28-cloud-amd64",
                     "kubeProxyVersion": "",
-                    "kubeletVersion": "v1.31.4+k3s1",
+                    "kubeletVersion": version,
                     "machineID": uuid.uuid4().hex,
                     "operatingSystem": "linux",
                     "osImage": "Debian GNU/Linux 12 (bookworm)",
@@ -163,9 +175,26 @@ class SimulatedApiServer:
                 },
             },
         }
+        if finalizer_reads:
+            node["metadata"]["finalizers"] = ["wrangler.cattle.io/managed-etcd-controller"]
         with self._lock:
             self.nodes[name] = node
+            if finalizer_reads:
+                self._finalizing[name] = finalizer_reads
+            else:
+                self._finalizing.pop(name, None)
         return node
+
+    def set_node(self, name: str, *, ready: bool | None = None, version: str | None = None) -> None:
+        """What a kubelet reports after a restart: its Ready condition and its version."""
+        with self._lock:
+            node = self.nodes[name]
+            if ready is not None:
+                for condition in node["status"]["conditions"]:
+                    if condition["type"] == "Ready":
+                        condition["status"] = "True" if ready else "Unknown"
+            if version is not None:
+                node["status"]["nodeInfo"]["kubeletVersion"] = version
 
     def add_pod(
         self,
@@ -265,6 +294,7 @@ class SimulatedApiServer:
         if self.token is not None and headers.get("Authorization") != f"Bearer {self.token}":
             return 401, status(401, "Unauthorized", "Unauthorized")
         routes: list[tuple[str, str, Any]] = [
+            ("GET", r"/readyz", self._readyz),
             ("GET", r"/api/v1/nodes/(?P<name>[^/]+)", self._get_node),
             ("PATCH", r"/api/v1/nodes/(?P<name>[^/]+)", self._patch_node),
             ("DELETE", r"/api/v1/nodes/(?P<name>[^/]+)", self._delete_node),
@@ -318,7 +348,20 @@ class SimulatedApiServer:
         if refused := self._refused("get", "nodes", name):
             return refused
         node, missing = self._node_or_404(name)
+        if node is not None and "deletionTimestamp" in node["metadata"]:
+            left = self._finalizing.get(name, 0)
+            if left <= 0:
+                del self.nodes[name]
+                return missing
+            self._finalizing[name] = left - 1
         return (200, node) if node is not None else missing
+
+    def _readyz(self, *, query: Mapping[str, list[str]], **_: Any) -> tuple[int, Any]:
+        etcd = "[+]etcd ok" if self.etcd_healthy else "[-]etcd failed: reason withheld"
+        lines = ["[+]ping ok", "[+]log ok", etcd, "[+]informer-sync ok"]
+        verdict = "readyz check passed" if self.etcd_healthy else "readyz check failed"
+        body = "\n".join([*lines, verdict]) + "\n" if "verbose" in query else "ok"
+        return (200 if self.etcd_healthy else 500), _Text(body)
 
     def _patch_node(self, *, name: str, headers: Any, body: Any, **_: Any) -> tuple[int, dict]:
         if refused := self._refused("patch", "nodes", name):
@@ -350,8 +393,11 @@ class SimulatedApiServer:
         node, missing = self._node_or_404(name)
         if node is None:
             return missing
-        del self.nodes[name]
         details = {"name": name, "kind": "nodes", "uid": node["metadata"]["uid"]}
+        if node["metadata"].get("finalizers"):
+            node["metadata"]["deletionTimestamp"] = CREATED
+            return 200, node
+        del self.nodes[name]
         return 200, status(200, "", "", details)
 
     def _observe_terminations(self) -> None:
@@ -452,6 +498,12 @@ class SimulatedApiServer:
         return ""
 
 
+class _Text(str):
+    """A plain-text answer (the readiness checks), sent as text/plain."""
+
+    __slots__ = ()
+
+
 def _invalid_eviction(name: str, headers: Any, body: Any) -> tuple[int, dict[str, Any]] | None:
     """The API server's answer to an Eviction request it cannot take, else None."""
     content_type = (headers.get("Content-Type") or "application/json").split(";")[0].strip()
@@ -505,7 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw) if raw else None
         except json.JSONDecodeError:
-            code = 400
+            code, text = 400, False
             data = json.dumps(status(code, "BadRequest", "the request body is not JSON")).encode()
         else:
             sim = self.sim
@@ -513,11 +565,15 @@ class _Handler(BaseHTTPRequestHandler):
             with sim._lock:
                 sim.requests.append(Request(self.command, url.path, url.query, content_type, body))
                 code, answer = sim.handle(
-                    self.command, url.path, parse_qs(url.query), self.headers, body
-                )
-                data = json.dumps(answer).encode()  # under the lock: `answer` is live state
+                    self.command, url.path, parse_qs(url.query, keep_blank_values=True),
+                    self.headers, body,
+                )  # fmt: skip
+                # under the lock: `answer` is live state
+                text = isinstance(answer, _Text)
+                data = answer.encode() if text else json.dumps(answer).encode()
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        kind = "text/plain; charset=utf-8" if text else "application/json"
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -38,6 +38,8 @@ def test_the_package_keeps_every_import_contract() -> None:
         ("lab/state.py", "import ecoma_infra.configure.run", "Layers"),
         ("migrate/plan.py", "import ecoma_infra.burst.plan", "Layers"),
         ("migrate/state.py", "import ecoma_infra.ops.telemetry", "Layers"),
+        ("burst/run.py", "import ecoma_infra.day2.upgrade", "Layers"),
+        ("day2/common.py", "import ecoma_infra.cli.day2_session", "Layers"),
         ("errors.py", "import ecoma_infra.stack.model", "Leaves import no layer"),
         (
             "platforms/kubernetes_simulated.py",

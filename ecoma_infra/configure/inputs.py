@@ -17,11 +17,18 @@ SECRET_ENV_VARS: tuple[str, ...] = (
     "ECOMA_K3S_AGENT_TOKEN",
     "ECOMA_TAILSCALE_AUTH_KEYS",
 )
+#: Secrets only some stacks have: the S3 credentials of the etcd snapshots.
+OPTIONAL_SECRET_ENV_VARS: tuple[str, ...] = (
+    "ECOMA_ETCD_S3_ACCESS_KEY_ID",
+    "ECOMA_ETCD_S3_SECRET_ACCESS_KEY",
+)
 #: Secret stack outputs and the variable each one becomes.
 SECRET_STACK_OUTPUTS: dict[str, str] = {
     "k3s_token": "ECOMA_K3S_TOKEN",
     "k3s_agent_token": "ECOMA_K3S_AGENT_TOKEN",
     "tailscale_auth_keys": "ECOMA_TAILSCALE_AUTH_KEYS",
+    "etcd_s3_access_key_id": "ECOMA_ETCD_S3_ACCESS_KEY_ID",
+    "etcd_s3_secret_access_key": "ECOMA_ETCD_S3_SECRET_ACCESS_KEY",
 }
 INVENTORY_OUTPUT = "ansible_inventory"
 
@@ -85,4 +92,5 @@ def secrets_from_outputs(outputs: Mapping[str, Any]) -> dict[str, str]:
 
 def secrets_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     environ = os.environ if environ is None else environ
-    return {name: environ[name] for name in SECRET_ENV_VARS if environ.get(name)}
+    names = (*SECRET_ENV_VARS, *OPTIONAL_SECRET_ENV_VARS)
+    return {name: environ[name] for name in names if environ.get(name)}

@@ -6,6 +6,11 @@ read only when the environment holds a credential to ask with, and the stack's r
 (`ecoma:credentials.<key>: {rotated_at, max_age, key_id}`). `expiry_metrics` turns the report
 into gauges.
 
+`k3s_certificate_statuses` adds the k3s servers' own certificates to the report: read from each
+server's /var/lib/rancher/k3s/server/tls (certificates only, never keys), due when the first leaf
+certificate expires (CA certificates last ten years and are left out), with the gauge
+`ecoma_k3s_certificate_expiry_timestamp_seconds{stack, node}`.
+
 `rotate_proxmox_token` replaces the stack's Proxmox API token with a new privilege-separated
 token holding the same ACLs, and deletes the old token only once the new one works and is stored.
 Token values live in `Secret` objects and reach nothing but the HTTP header and
@@ -46,6 +51,12 @@ from ecoma_infra.stack.model import (
 Status = Literal["ok", "expiring", "expired", "unknown"]
 
 EXPIRY_METRIC = "ecoma_credential_expiry_timestamp_seconds"
+K3S_CERTIFICATE_METRIC = "ecoma_k3s_certificate_expiry_timestamp_seconds"
+# k3s renews every certificate that is expired or within this many days of it each time it
+# starts (docs.k3s.io/cli/certificate; 90 days before the May 2025 releases v1.33.1, v1.32.5,
+# v1.31.9, v1.30.13). Client and server certificates last 365 days.
+K3S_RENEWAL_DAYS = 120
+K3S_CERTIFICATE_PREFIX = "k3s_certificates:"
 README_SECTION = 'docs/credentials.md, section "Rotating credentials"'
 SOURCE_PROVIDER = "provider metadata"
 SOURCE_RECORD = "rotation record"
@@ -65,6 +76,8 @@ KINDS: dict[str, str] = {
     "aws_web_identity_token": "AWS OIDC role",
     "aws_access_key_id": "AWS access key",
     "aws_secret_access_key": "AWS access key",
+    "etcd_s3_access_key_id": "etcd snapshots' S3 key",
+    "etcd_s3_secret_access_key": "etcd snapshots' S3 key",
 }
 
 _DEPLOY = "`ecoma-infra deploy --stack {stack}`"  # the one way a stack changes
@@ -97,6 +110,12 @@ _ROTATION_HINTS: dict[str, str] = {
     "aws_secret_access_key": "new access key, set both AWS secrets, "
     + _DEPLOY
     + ", deactivate then delete the old",
+    "etcd_s3_access_key_id": "new key at the S3 provider, set both etcd_s3 secrets, "
+    + _DEPLOY
+    + ", `ecoma-infra configure --stack {stack} --tags k3s --limit ecoma_cpl`, revoke the old",
+    "etcd_s3_secret_access_key": "new key at the S3 provider, set both etcd_s3 secrets, "
+    + _DEPLOY
+    + ", `ecoma-infra configure --stack {stack} --tags k3s --limit ecoma_cpl`, revoke the old",
 }
 
 _OIDC_KEYS = frozenset({"aws_web_identity_token"})
@@ -361,12 +380,142 @@ def _urgency(item: CredentialStatus) -> tuple[int, float, str]:
 
 def expiry_metrics(report: CredentialReport) -> list[tuple[str, dict[str, str], float]]:
     """`ecoma_credential_expiry_timestamp_seconds{stack, credential}` = the due date as a Unix
-    timestamp, for every credential that has one."""
-    return [
-        (EXPIRY_METRIC, {"stack": report.stack, "credential": item.key}, item.due.timestamp())
-        for item in report.credentials
-        if item.due is not None
-    ]
+    timestamp, for every credential that has one; the k3s servers' rows give
+    `ecoma_k3s_certificate_expiry_timestamp_seconds{stack, node}`."""
+    metrics: list[tuple[str, dict[str, str], float]] = []
+    for item in report.credentials:
+        if item.due is None:
+            continue
+        if item.key.startswith(K3S_CERTIFICATE_PREFIX):
+            node = item.key.removeprefix(K3S_CERTIFICATE_PREFIX)
+            labels = {"stack": report.stack, "node": node}
+            metrics.append((K3S_CERTIFICATE_METRIC, labels, item.due.timestamp()))
+        else:
+            labels = {"stack": report.stack, "credential": item.key}
+            metrics.append((EXPIRY_METRIC, labels, item.due.timestamp()))
+    return metrics
+
+
+# --------------------------------------------------------------------------- k3s certificates
+
+
+@dataclass(frozen=True)
+class ServerCertificate:
+    """One leaf certificate of a k3s server."""
+
+    node: str
+    path: str
+    subject: str
+    not_after: datetime
+
+
+def leaf_certificates(node: str, files: Mapping[str, bytes]) -> list[ServerCertificate]:
+    """The leaf certificates in `files` (PEM bundles by path): each file holds its certificate
+    and the chain up to its CA; CA certificates (BasicConstraints ca) are left out. A file that
+    is not PEM raises `EcomaError` naming it."""
+    from cryptography import x509  # noqa: PLC0415  (only when certificates are checked)
+
+    found: list[ServerCertificate] = []
+    for path, data in sorted(files.items()):
+        try:
+            certificates = x509.load_pem_x509_certificates(data)
+        except ValueError as error:
+            raise EcomaError(f"{node}:{path} is not a PEM certificate file: {error}") from None
+        for certificate in certificates:
+            try:
+                is_ca = certificate.extensions.get_extension_for_class(
+                    x509.BasicConstraints
+                ).value.ca
+            except x509.ExtensionNotFound:
+                is_ca = False
+            if not is_ca:
+                subject = certificate.subject.rfc4514_string()
+                found.append(
+                    ServerCertificate(node, path, subject, certificate.not_valid_after_utc)
+                )
+    return found
+
+
+def k3s_certificate_statuses(
+    servers: Mapping[str, Mapping[str, bytes] | EcomaError],
+    *,
+    stack: str,
+    now: datetime,
+    within_days: int,
+) -> list[CredentialStatus]:
+    """A report row per server: due when its first leaf certificate expires. `servers` holds
+    each server's certificate files, or the error that reading them gave."""
+    rows = []
+    for node, files in sorted(servers.items()):
+        key = f"{K3S_CERTIFICATE_PREFIX}{node}"
+        kind = "k3s server certificates"
+        hint = (
+            f"restart k3s on {node} (`systemctl restart k3s`, one server at a time; an "
+            f"`ecoma-infra upgrade` does): k3s renews every certificate within "
+            f"{K3S_RENEWAL_DAYS} days of expiry when it starts; expired: `k3s certificate "
+            "rotate` with k3s stopped (docs/day2.md, 'Certificates')"
+        )
+        if isinstance(files, EcomaError):
+            rows.append(
+                CredentialStatus(
+                    key, kind, "unknown", SOURCE_NONE, None, None, hint, fix=f"{files}"
+                )
+            )
+            continue
+        try:
+            leaves = leaf_certificates(node, files)
+        except EcomaError as error:
+            rows.append(
+                CredentialStatus(
+                    key, kind, "unknown", SOURCE_NONE, None, None, hint, fix=str(error)
+                )
+            )
+            continue
+        if not leaves:
+            rows.append(
+                CredentialStatus(
+                    key,
+                    kind,
+                    "unknown",
+                    SOURCE_NONE,
+                    None,
+                    None,
+                    hint,
+                    fix=f"no certificate found under /var/lib/rancher/k3s/server/tls on {node}: "
+                    "is it a k3s server?",
+                )
+            )
+            continue
+        first = min(leaves, key=lambda leaf: leaf.not_after)
+        due = first.not_after
+        days_left = math.floor((due - now).total_seconds() / 86400)
+        notes = [f"first to expire: {first.path.rsplit('/', 1)[-1]} ({first.subject})"]
+        if due <= now:
+            status: Status = "expired"
+            fix = f"expired on {due:%Y-%m-%d}: `k3s certificate rotate` on {node} (docs/day2.md)"
+        elif due - now <= timedelta(days=within_days):
+            status, fix = (
+                "expiring",
+                f"due on {due:%Y-%m-%d}, within {within_days} days: restart k3s",
+            )
+        else:
+            status, fix = "ok", ""
+        if status == "ok" and due - now <= timedelta(days=K3S_RENEWAL_DAYS):
+            notes.append(f"inside k3s's {K3S_RENEWAL_DAYS}-day window: its next restart renews it")
+        rows.append(
+            CredentialStatus(
+                key, kind, status, "server files", due, days_left, hint, fix, tuple(notes)
+            )
+        )
+    return rows
+
+
+def with_rows(report: CredentialReport, rows: Sequence[CredentialStatus]) -> CredentialReport:
+    """The report with more rows, most urgent first again."""
+    items = sorted([*report.credentials, *rows], key=_urgency)
+    return CredentialReport(
+        report.stack, report.source, report.checked_at, report.within_days, tuple(items)
+    )
 
 
 def render_report(report: CredentialReport) -> str:

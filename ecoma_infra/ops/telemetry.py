@@ -73,6 +73,10 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "When a CI credential expires or is due for rotation.",
     ),
+    "ecoma_k3s_certificate_expiry_timestamp_seconds": (
+        "gauge",
+        "When the first of a k3s server's own certificates (not its CAs) expires.",
+    ),
 }
 
 # name -> the labels of each of its samples (`set` adds `stack`)
@@ -94,6 +98,7 @@ LABELS: dict[str, frozenset[str]] = {
     "ecoma_autoscale_decision": frozenset({"stack", "action", "reason"}),
     "ecoma_autoscale_signal_value": frozenset({"stack", "signal"}),
     "ecoma_credential_expiry_timestamp_seconds": frozenset({"stack", "credential"}),
+    "ecoma_k3s_certificate_expiry_timestamp_seconds": frozenset({"stack", "node"}),
 }
 
 JOB = "ecoma-infra"

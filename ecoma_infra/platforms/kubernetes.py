@@ -4,6 +4,9 @@
 pod on the node but DaemonSet pods, mirror (static) pods and finished pods is evicted through
 the Eviction API, so PodDisruptionBudgets are honoured; pods are never deleted directly.
 
+`etcd_healthy` reads the API server's `/readyz?verbose` (its `etcd` check), which the default
+`system:public-info-viewer` ClusterRole already allows every identity.
+
 The identity of the kubeconfig (or the pod's ServiceAccount) needs this ClusterRole:
 
     rules:
@@ -113,11 +116,14 @@ class KubernetesCluster:
             return None
         conditions = (node.status.conditions if node.status else None) or []
         metadata = node.metadata
+        info = node.status.node_info if node.status else None
         return NodeStatus(
             name=name,
             ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
             unschedulable=bool(node.spec and node.spec.unschedulable),
             labels=dict((metadata.labels if metadata else None) or {}),
+            kubelet_version=str(info.kubelet_version or "") if info else "",
+            deleting=bool(metadata and metadata.deletion_timestamp),
         )
 
     def cordon(self, name: str) -> None:
@@ -166,6 +172,27 @@ class KubernetesCluster:
                 lambda: self._core.delete_node(name, _request_timeout=self._timeout),
                 allow={404},
             )
+
+    def etcd_healthy(self) -> bool:
+        api = self.api_client
+        text = self._request(
+            "read the readiness checks of",
+            "the API server",
+            lambda: _read_text(
+                api,
+                api.param_serialize(
+                    method="GET",
+                    resource_path="/readyz",
+                    query_params=[("verbose", "true")],
+                    header_params={"Accept": "text/plain"},
+                    auth_settings=["BearerToken"],
+                ),
+                self._timeout,
+            ),
+        )
+        # `[+]etcd ok` when the check passes, `[-]etcd failed: reason withheld` when not (and
+        # the whole answer is then HTTP 500, which _read_text hands back as text too).
+        return any(line.strip() == "[+]etcd ok" for line in text.splitlines())
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -295,6 +322,20 @@ def _kubeconfig_files(path: Path | None) -> str | None:
         f"no kubeconfig: {default} does not exist and this is not a pod with a ServiceAccount; "
         f"{KUBECONFIG_FIX}"
     )
+
+
+def _read_text(api: ApiClient, request: Any, timeout: float) -> str:
+    """The body of a raw request as text: 200, or 500 from a readiness check that fails;
+    any other status raises the client's `ApiException`."""
+    from kubernetes.client import ApiException  # noqa: PLC0415
+
+    method, url, headers, body, post_params = request
+    response = api.call_api(method, url, headers, body, post_params, _request_timeout=timeout)
+    data = response.read() or b""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+    if response.status in (200, 500):
+        return text
+    raise ApiException(status=response.status, reason=response.reason, body=text)
 
 
 def _metadata(pod: V1Pod) -> V1ObjectMeta:

@@ -4,7 +4,7 @@ memory, PodDisruptionBudgets that block a drain. A simulation, and it says so.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ecoma_infra.platforms.seams import DrainError, DrainProgress, Journal, NodeStatus
 
@@ -25,11 +25,15 @@ class SimulatedCluster:
     journal: Journal
     nodes: dict[str, NodeStatus] = field(default_factory=dict)
     pods: list[SimulatedPod] = field(default_factory=list)
+    etcd_ok: bool = True
+    version: str = "v1.32.5+k3s1"  # what a joining kubelet reports
 
     def join(self, name: str, provider: str, *, ready: bool = True) -> None:
         """What the k3s agent does when it joins: register its Node with its labels."""
         labels = {"topology.ecoma.io/provider": provider, "node-role.kubernetes.io/wkr": "true"}
-        self.nodes[name] = NodeStatus(name, ready=ready, labels=labels)
+        self.nodes[name] = NodeStatus(
+            name, ready=ready, labels=labels, kubelet_version=self.version
+        )
         self.pods.append(
             SimulatedPod("kube-system", f"node-local-dns-{name}", name, daemonset=True)
         )
@@ -47,7 +51,7 @@ class SimulatedCluster:
 
     def _set_unschedulable(self, name: str, *, value: bool) -> None:
         node = self.nodes[name]
-        self.nodes[name] = NodeStatus(node.name, node.ready, value, dict(node.labels))
+        self.nodes[name] = replace(node, unschedulable=value)
 
     def drain(
         self,
@@ -78,3 +82,7 @@ class SimulatedCluster:
         self.journal.append(("delete_node", name))
         self.nodes.pop(name, None)
         self.pods = [p for p in self.pods if p.node != name]
+
+    def etcd_healthy(self) -> bool:
+        self.journal.append(("etcd_healthy", str(self.etcd_ok)))
+        return self.etcd_ok

@@ -1,5 +1,7 @@
 """The Proxmox VE API through `proxmoxer`, the maintained Python client: token checks and
-rotation (`credentials`), and the read-only look at the cluster that `doctor` takes.
+rotation (`credentials`), the read-only look at the cluster that `doctor` takes, and the VM calls
+of `ecoma-infra replace` (`seams.Hypervisor`: stop and start a VM, keep a stateful node's data
+disks on a holder VM while the node's VM is rebuilt).
 
 Token values live in `Secret` objects and reach nothing but the HTTP `Authorization` header that
 proxmoxer builds. (proxmoxer logs answers only at DEBUG and pins its own loggers to WARNING, so a
@@ -8,9 +10,10 @@ new token's value, which arrives in an answer, is never logged.)"""
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ import urllib3
 from proxmoxer import ProxmoxAPI, ResourceException
 
 from ecoma_infra.errors import EcomaError
+from ecoma_infra.platforms.seams import VmRef
 from ecoma_infra.stack.model import (
     ProxmoxSettings,
 )
@@ -137,6 +141,8 @@ class ProxmoxApi:
             verify_ssl=not insecure,
             timeout=timeout,
         )
+        self._clock: Callable[[], float] = time.monotonic
+        self._sleep: Callable[[float], None] = time.sleep
 
     @classmethod
     def from_environment(
@@ -269,6 +275,123 @@ class ProxmoxApi:
         """SDN vnets the token may audit: `{vnet, zone, tag, ...}`."""
         return _items(self._call("GET", ("cluster", "sdn", "vnets")))
 
+    # --- VMs (seams.Hypervisor) ---------------------------------------------------------------
+
+    def vm(self, name: str) -> VmRef | None:
+        """The VM of that name (`GET /cluster/resources?type=vm`), or None; templates are not
+        VMs here."""
+        found = [
+            item
+            for item in self.vm_resources()
+            if item.get("type") == "qemu" and item.get("name") == name and not item.get("template")
+        ]
+        if len(found) > 1:
+            listed = ", ".join(f"{item.get('node')}/{item.get('vmid')}" for item in found)
+            raise ProxmoxApiError(f"Proxmox: more than one VM is named {name} ({listed})")
+        return VmRef(str(found[0]["node"]), int(found[0]["vmid"])) if found else None
+
+    def disks(self, vm: VmRef) -> dict[str, str]:
+        config = self._call("GET", (*_vm_path(vm), "config"))
+        return {
+            str(key): str(value)
+            for key, value in (config if isinstance(config, dict) else {}).items()
+            if _DISK_SLOT.match(str(key)) and "media=cdrom" not in str(value)
+        }
+
+    def running(self, vm: VmRef) -> bool:
+        data = self._call("GET", (*_vm_path(vm), "status", "current"))
+        return isinstance(data, dict) and data.get("status") == "running"
+
+    def stop(self, vm: VmRef, *, timeout: float = 180.0) -> None:
+        """An ACPI shutdown (the guest flushes its filesystems), a hard stop after `timeout`."""
+        if not self.running(vm):
+            return
+        task = self._call(
+            "POST",
+            (*_vm_path(vm), "status", "shutdown"),
+            {"timeout": str(int(timeout)), "forceStop": "1"},
+        )
+        self.wait_task(vm.hypervisor, str(task), timeout=timeout + 60)
+
+    def start(self, vm: VmRef, *, timeout: float) -> None:
+        if not self.running(vm):
+            task = self._call("POST", (*_vm_path(vm), "status", "start"))
+            self.wait_task(vm.hypervisor, str(task))
+        deadline = self._clock() + timeout
+        while True:
+            try:
+                self._call("POST", (*_vm_path(vm), "agent", "ping"))
+                return
+            except ProxmoxApiError as error:
+                if error.status not in (500, 596) or self._clock() >= deadline:
+                    raise ProxmoxApiError(
+                        f"VM {vm.vm_id} on {vm.hypervisor} started, but its guest agent did not "
+                        f"answer within {timeout:.0f} s: {error}",
+                        error.status,
+                    ) from None
+            self._sleep(5.0)
+
+    def create_holder(self, hypervisor: str, name: str, description: str) -> VmRef:
+        vm_id = int(str(self._call("GET", ("cluster", "nextid"))))
+        holder = VmRef(hypervisor, vm_id)
+        task = self._call(
+            "POST",
+            ("nodes", hypervisor, "qemu"),
+            {
+                "vmid": str(vm_id),
+                "name": name,
+                "description": description,
+                # Nobody deletes it by accident while it keeps the disks (PVE refuses to remove
+                # a protected VM and its disks).
+                "protection": "1",
+                "start": "0",
+            },
+        )
+        self.wait_task(hypervisor, str(task))
+        return holder
+
+    def move_disk(self, vm: VmRef, slot: str, target: VmRef) -> None:
+        # PVE's reassign (qemu-server PVE/API2/Qemu.pm, move_vm_disk with target-vmid): both
+        # VMs on one node, the source stopped, the target slot free; it renames the volume to
+        # the target's VM id and keeps the drive's options (serial=<tier> among them).
+        task = self._call(
+            "POST",
+            (*_vm_path(vm), "move_disk"),
+            {"disk": slot, "target-vmid": str(target.vm_id), "target-disk": slot},
+        )
+        self.wait_task(vm.hypervisor, str(task))
+
+    def delete_holder(self, vm: VmRef) -> None:
+        left = self.disks(vm)
+        if left:
+            raise ProxmoxApiError(
+                f"VM {vm.vm_id} on {vm.hypervisor} still holds {', '.join(sorted(left))}: "
+                "not deleted"
+            )
+        self._call("PUT", (*_vm_path(vm), "config"), {"protection": "0"})
+        task = self._call("DELETE", _vm_path(vm), {"purge": "1", "destroy-unreferenced-disks": "0"})
+        self.wait_task(vm.hypervisor, str(task))
+
+    def wait_task(self, hypervisor: str, upid: str, *, timeout: float = 600.0) -> None:
+        """Wait for a PVE task (`UPID:...`) to stop; `ProxmoxApiError` unless it ended OK."""
+        path = ("nodes", hypervisor, "tasks", upid, "status")
+        deadline = self._clock() + timeout
+        while True:
+            data = self._call("GET", path)
+            status = data if isinstance(data, dict) else {}
+            if status.get("status") == "stopped":
+                if status.get("exitstatus") != "OK":
+                    raise ProxmoxApiError(
+                        f"Proxmox task {upid} on {hypervisor} failed: "
+                        f"{status.get('exitstatus') or 'no exit status'}"
+                    )
+                return
+            if self._clock() >= deadline:
+                raise ProxmoxApiError(
+                    f"Proxmox task {upid} on {hypervisor} still runs after {timeout:.0f} s"
+                )
+            self._sleep(1.0)
+
     # --- transport ----------------------------------------------------------------------------
 
     def _call(
@@ -336,6 +459,12 @@ class ProxmoxApi:
 
 
 DEFAULT_PORT = 8006  # pveproxy's port
+# Disk slots of a QEMU VM's config (unusedN holds detached volumes, not counted here).
+_DISK_SLOT = re.compile(r"^(virtio|scsi|sata|ide)[0-9]+$")
+
+
+def _vm_path(vm: VmRef) -> tuple[str, ...]:
+    return ("nodes", vm.hypervisor, "qemu", str(vm.vm_id))
 
 
 def _send(resource: Any, method: str, params: dict[str, str]) -> Any:

@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,14 +194,28 @@ class AutomationStack:
             raise EcomaError(f"{self._stack_file}: not a mapping of settings")
         return document
 
-    def up(self, on_output: Callable[[str], None]) -> UpSummary:
+    def up(
+        self,
+        on_output: Callable[[str], None],
+        *,
+        replace: Sequence[str] = (),
+        target: Sequence[str] = (),
+    ) -> UpSummary:
         deadline = self._monotonic() + self._lock_wait
         tries = 0
         while True:
             self._check_not_stale()
             self._fresh_credentials()
             try:
-                result = self._stack.up(on_output=on_output, color="never")
+                # `target` with `target_dependents`: what depends on a targeted resource (a
+                # subnet route on a router's VM, the next VM of the clone chain) goes with it.
+                result = self._stack.up(
+                    on_output=on_output,
+                    color="never",
+                    replace=list(replace) or None,
+                    target=list(target) or None,
+                    target_dependents=True if target else None,
+                )
                 break
             except self._automation.ConcurrentUpdateError:
                 left = deadline - self._monotonic()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,14 @@ class SimulatedStack:
         self._urns: list[str] = []
         self._outputs: dict[str, Any] = {}
         self._digests: dict[str, str] = {}  # urn -> digest of its inputs at the last up
+        self.last_records: list[Any] = []  # what the last `up` registered (options included)
+        self._protected: list[str] = []
         if state_file is not None and state_file.exists():
             state = json.loads(state_file.read_text())
             self._config, self._urns = state["config"], state["urns"]
             self._outputs = state.get("outputs", {})
             self._digests = state.get("digests", {})
+            self._protected = state.get("protected", [])
 
     @classmethod
     def from_file(cls, path: Path, journal: Journal, **kwargs: Any) -> SimulatedStack:
@@ -93,7 +96,7 @@ class SimulatedStack:
         know which changes a provider replaces rather than updates: it reports none as
         `replace`. Policy packs are not run here."""
         del policy_packs, policy_pack_configs
-        records, _ = self._program(apply_paths(self._config, values, removals))
+        records, _, _ = self._program(apply_paths(self._config, values, removals))
         known = set(self._urns)
         steps = [ResourceStep("create", urn, _type(urn)) for urn in records if urn not in known]
         steps += [
@@ -112,9 +115,11 @@ class SimulatedStack:
         )
         return PreviewSummary(changes, steps)
 
-    def _program(self, config: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-        """The program run under `config`: its custom resources (urn -> digest of the inputs)
-        and its outputs."""
+    def _program(
+        self, config: Mapping[str, Any]
+    ) -> tuple[dict[str, str], dict[str, Any], list[Any]]:
+        """The program run under `config`: its custom resources (urn -> digest of the inputs),
+        its outputs, and every registration (options included)."""
         from ecoma_infra.program.offline import run_offline  # noqa: PLC0415  (loads the SDK)
 
         with tempfile.TemporaryDirectory() as directory:
@@ -128,24 +133,58 @@ class SimulatedStack:
             for record in result.records
             if record.custom
         }
-        return digests, dict(result.outputs)
+        return digests, dict(result.outputs), list(result.records)
 
-    def up(self, on_output: Callable[[str], None]) -> UpSummary:
+    def up(
+        self,
+        on_output: Callable[[str], None],
+        *,
+        replace: Sequence[str] = (),
+        target: Sequence[str] = (),
+    ) -> UpSummary:
         if self.fail_up:
             self.journal.append(("up", "failed"))
             raise EcomaError(f"stack {self.name}: pulumi failed: simulated failure of up")
-        digests, outputs = self._program(self._config)
+        digests, outputs, records = self._program(self._config)
+        self.last_records = records
         urns = sorted(digests)
-        created = sorted(set(urns) - set(self._urns))
-        deleted = sorted(set(self._urns) - set(urns))
+        by_urn = {record.urn: record for record in records}
+        unknown = [urn for urn in [*replace, *target] if urn not in by_urn]
+        if unknown:
+            # As the engine does for a --target or --replace that names no resource.
+            raise EcomaError(f"stack {self.name}: no resource {', '.join(unknown)} to target")
+        # The engine checks the protection the state holds (what the last up registered):
+        # a program that drops `protect` must be applied before the resource can go.
+        protected = [urn for urn in replace if urn in self._protected]
+        if protected:
+            raise EcomaError(
+                f"stack {self.name}: pulumi failed: unable to replace protected resource "
+                f"{', '.join(protected)} (simulated)"
+            )
+        for urn in target:
+            self.journal.append(("target", urn))
+        for urn in replace:
+            self.journal.append(("replace", urn))
+        # A replaced resource is deleted and created again.
+        replaced = set(replace) & set(self._urns)
+        created = sorted((set(urns) - set(self._urns)) | replaced)
+        deleted = sorted((set(self._urns) - set(urns)) | replaced)
         for urn in created:
             on_output(f"+ create {urn.rsplit('::', 2)[-2]} {urn.rsplit('::', 1)[-1]}")
         for urn in deleted:
             on_output(f"- delete {urn.rsplit('::', 2)[-2]} {urn.rsplit('::', 1)[-1]}")
         changes = {"create": len(created), "delete": len(deleted), "same": len(urns) - len(created)}
+        if replaced:
+            changes = {
+                "create": len(created) - len(replaced),
+                "delete": len(deleted) - len(replaced),
+                "replace": len(replaced),
+                "same": len(urns) - len(created),
+            }
         self.journal.append(("up", json.dumps({k: v for k, v in changes.items() if k != "same"})))
         self._urns = urns
         self._digests = digests
+        self._protected = sorted(r.urn for r in records if r.custom and r.protect)
         self._outputs = outputs
         self._save()
         if self.on_up is not None:
@@ -168,6 +207,7 @@ class SimulatedStack:
                 "urns": self._urns,
                 "outputs": self._outputs,
                 "digests": self._digests,
+                "protected": self._protected,
             }
             self.state_file.write_text(json.dumps(state, indent=1))
 

@@ -9,11 +9,17 @@ real systems and against the stand-ins of the tests:
 - `Cluster`: the Kubernetes API (cordon, drain with evictions, delete the Node, readiness);
   real: `platforms.kubernetes.KubernetesCluster`.
 - `Tailnet`: the Tailscale API (devices, delete a device); real: `platforms.tailscale.TailscaleApi`.
+
+The day-2 operations (`upgrade`, `replace`, `snapshot`) use the same seams, and for `replace` one
+more:
+
+- `Hypervisor`: the Proxmox VE API (stop and start a VM, move its data disks to a holder VM and
+  back); real: `platforms.proxmox.ProxmoxApi`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +59,8 @@ class NodeStatus:
     ready: bool
     unschedulable: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
+    kubelet_version: str = ""  # what the kubelet reports, e.g. v1.32.5+k3s1
+    deleting: bool = False  # deleted, its finalizers still running (k3s's etcd member removal)
 
 
 @dataclass(frozen=True)
@@ -128,8 +136,15 @@ class StackBackend(Protocol):
         """`pulumi preview` of the stack as it would be with these config paths set and removed,
         without writing them anywhere; its progress lines given to `on_output`."""
 
-    def up(self, on_output: Callable[[str], None]) -> UpSummary:
-        """`pulumi up` of the stack, its progress lines given to `on_output`."""
+    def up(
+        self,
+        on_output: Callable[[str], None],
+        *,
+        replace: Sequence[str] = (),
+        target: Sequence[str] = (),
+    ) -> UpSummary:
+        """`pulumi up` of the stack, its progress lines given to `on_output`. `replace`: URNs
+        to replace even without a change; `target`: only these URNs and what depends on them."""
 
     def outputs(self) -> dict[str, Any]:
         """The stack's outputs, secrets in plain text (never print them)."""
@@ -157,8 +172,45 @@ class Cluster(Protocol):
     def delete_node(self, name: str) -> None:
         """Delete the Node object; no error when it is already gone."""
 
+    def etcd_healthy(self) -> bool:
+        """Whether the API server's own etcd check passes (`/readyz?verbose`: `[+]etcd ok`)."""
+
 
 class Tailnet(Protocol):
     def devices(self) -> list[Device]: ...
 
     def delete_device(self, device_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class VmRef:
+    """A VM on a hypervisor."""
+
+    hypervisor: str
+    vm_id: int
+
+
+class Hypervisor(Protocol):
+    def vm(self, name: str) -> VmRef | None:
+        """The VM of that name, or None."""
+
+    def disks(self, vm: VmRef) -> dict[str, str]:
+        """The VM's disk slots (`virtio2`, `scsi0`, ...) and their drive strings."""
+
+    def running(self, vm: VmRef) -> bool: ...
+
+    def stop(self, vm: VmRef) -> None:
+        """Power the VM off and wait until it is stopped."""
+
+    def start(self, vm: VmRef, *, timeout: float) -> None:
+        """Start the VM and wait until its guest agent answers."""
+
+    def create_holder(self, hypervisor: str, name: str, description: str) -> VmRef:
+        """A stopped, protected VM without disks, to keep another VM's disks."""
+
+    def move_disk(self, vm: VmRef, slot: str, target: VmRef) -> None:
+        """Reassign the disk in `slot` to `target`, same slot (the volume is renamed to the
+        target's VM id, so destroying `vm` no longer destroys it)."""
+
+    def delete_holder(self, vm: VmRef) -> None:
+        """Delete a holder VM that holds no disk any more."""

@@ -168,6 +168,10 @@ def export_outputs(
     # outputs are encrypted in the state and shown as [secret].
     pulumi.export("k3s_token", as_secret(secrets.require("k3s_token")))
     pulumi.export("k3s_agent_token", as_secret(secrets.require("k3s_agent_token")))
+    if config.k3s.etcd_snapshots.s3 is not None:
+        # The servers upload their etcd snapshots with these (configure hands them over).
+        for key in ("etcd_s3_access_key_id", "etcd_s3_secret_access_key"):
+            pulumi.export(key, as_secret(secrets.require(key)))
     pulumi.export(
         "tailscale_auth_keys",
         pulumi.Output.secret(

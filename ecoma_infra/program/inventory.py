@@ -82,6 +82,10 @@ def cluster_vars(stack: str, config: StackConfig) -> dict[str, Any]:
         "k3s_server_args": list(config.k3s.server_args),
         "k3s_agent_args": list(config.k3s.agent_args),
         "first_server": servers[0].name if servers else None,
+        # The S3 target's address and bucket only: its credentials are secrets
+        # (etcd_s3_access_key_id, etcd_s3_secret_access_key) that configure passes in the
+        # environment.
+        "etcd_snapshots": config.k3s.etcd_snapshots.model_dump(mode="json"),
     }
 
 

@@ -139,6 +139,7 @@ class Recorded:
     secret_outputs: list[str] = field(default_factory=list)
     replacement_trigger: Any = None
     import_id: str = ""  # the `import` option: an existing resource this run adopts
+    delete_before_replace: bool = False
 
 
 class RecordingMonitor(mocks.MockMonitor):
@@ -171,6 +172,7 @@ class RecordingMonitor(mocks.MockMonitor):
                         else None
                     ),
                     import_id=request.importId,
+                    delete_before_replace=request.deleteBeforeReplace,
                 )
             )
         return response

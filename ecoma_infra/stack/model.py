@@ -221,6 +221,12 @@ class ProxmoxSettings(_Model):
         default_factory=list,
         description="Protected nodes whose disk list `up` may change this time (then remove).",
     )
+    replacing: list[Name] = Field(
+        default_factory=list,
+        description="Nodes `ecoma-infra replace` is rebuilding (it sets and clears this): their "
+        "protection is lifted, and an sts node's new VM comes without its data disks, which "
+        "replace re-attaches.",
+    )
 
 
 class SshSettings(_Model):
@@ -439,12 +445,60 @@ class TailscaleSettings(_Model):
         return duration_seconds(self.key_expiry)
 
 
+K3S_VERSION = r"^v1\.[0-9]+\.[0-9]+\+k3s[0-9]+$"
+# robfig/cron (what k3s schedules snapshots with): five fields, or a descriptor.
+CRON = (
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every [0-9]+[hms]"
+    r"|[0-9A-Za-z*/,?-]+( [0-9A-Za-z*/,?-]+){4})$"
+)
+
+
+class EtcdS3Target(_Model):
+    """Where the servers also upload their etcd snapshots (k3s's --etcd-s3-* flags). The
+    credentials are the secrets etcd_s3_access_key_id and etcd_s3_secret_access_key."""
+
+    endpoint: str = Field(
+        default="s3.amazonaws.com",
+        pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        description="Host[:port] of the S3 API, without a scheme (k3s default s3.amazonaws.com).",
+    )
+    bucket: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="An existing bucket: k3s checks that it exists and never creates it.",
+    )
+    folder: str = Field(
+        default="", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$|^$", description="Key prefix."
+    )
+    region: str = Field(default="us-east-1", min_length=1)
+    insecure: bool = Field(
+        default=False, description="Plain HTTP to the endpoint (never on the internet)."
+    )
+    skip_ssl_verify: bool = Field(
+        default=False, description="Do not verify the endpoint's certificate."
+    )
+
+
+class EtcdSnapshotSettings(_Model):
+    """Scheduled etcd snapshots of every server, kept on its disk and, with `s3`, in a bucket."""
+
+    schedule_cron: Annotated[str, StringConstraints(pattern=CRON)] = Field(
+        default="0 */12 * * *",
+        description="When (k3s default: 00:00 and 12:00, the servers' time).",
+    )
+    retention: int = Field(default=5, ge=1, le=1000, description="Snapshots kept per server.")
+    compress: bool = Field(default=False, description="Zip the snapshots.")
+    s3: EtcdS3Target | None = Field(default=None, description="Also upload them to this S3 target.")
+
+
 class K3sSettings(_Model):
-    version: Annotated[str, StringConstraints(pattern=r"^v1\.[0-9]+\.[0-9]+\+k3s[0-9]+$")]
+    version: Annotated[str, StringConstraints(pattern=K3S_VERSION)] = Field(
+        description="The k3s release every node runs; change it with `ecoma-infra upgrade`."
+    )
     flannel_backend: Literal["vxlan", "wireguard-native", "host-gw"] = "vxlan"
     node_local_dns: bool = True
     server_args: list[str] = Field(default_factory=list)
     agent_args: list[str] = Field(default_factory=list)
+    etcd_snapshots: EtcdSnapshotSettings = EtcdSnapshotSettings()
 
 
 DataTier = Literal["hot", "warm", "cold"]
@@ -527,6 +581,8 @@ SECRET_KEYS: dict[str, str] = {
     "aws_web_identity_token": "the CI's OIDC token, exchanged for the AWS pool's role_arn",
     "aws_access_key_id": "AWS access key id (only without role_arn)",
     "aws_secret_access_key": "AWS secret access key (only without role_arn)",
+    "etcd_s3_access_key_id": "access key id of the etcd snapshots' S3 target",
+    "etcd_s3_secret_access_key": "secret key of the etcd snapshots' S3 target",
 }
 
 MODEL_KEYS: tuple[str, ...] = tuple(StackConfig.model_fields)
@@ -548,6 +604,8 @@ def required_secrets(config: StackConfig) -> list[str]:
             needed.append("aws_web_identity_token")
         else:
             needed += ["aws_access_key_id", "aws_secret_access_key"]
+    if config.k3s.etcd_snapshots.s3 is not None:
+        needed += ["etcd_s3_access_key_id", "etcd_s3_secret_access_key"]
     return needed
 
 

@@ -128,13 +128,14 @@ def _node_rules(config: StackConfig) -> Iterator[ConfigIssue]:
             "name the hypervisor that holds the template",
         )
     names = {node.name for node in config.nodes}
-    for name in config.proxmox.unlock_disks:
-        if name not in names:
-            yield ConfigIssue(
-                f"{NAMESPACE}:proxmox.unlock_disks",
-                f"'{name}' is not a node",
-                "name nodes from ecoma:nodes",
-            )
+    for field_name in ("unlock_disks", "replacing"):
+        for name in getattr(config.proxmox, field_name):
+            if name not in names:
+                yield ConfigIssue(
+                    f"{NAMESPACE}:proxmox.{field_name}",
+                    f"'{name}' is not a node",
+                    "name nodes from ecoma:nodes",
+                )
     servers = config.nodes_with_role("cpl")
     if len(servers) % 2 == 0:
         yield ConfigIssue(

@@ -171,6 +171,7 @@ def test_the_group_holds_the_expected_alerts() -> None:
         "EcomaBurstNodeNeverReady",
         "EcomaBurstDrillStale",
         "EcomaCredentialExpiringSoon",
+        "EcomaK3sCertificateExpiring",
         "EcomaBurstOperationFailed",
         "EcomaAutoscaleStale",
     }

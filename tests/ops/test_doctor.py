@@ -389,13 +389,13 @@ def test_simulated_proxmox_template_the_token_cannot_see(site: Site) -> None:
 
 def test_simulated_proxmox_template_on_another_node(site: Site) -> None:
     site.proxmox.add_node("pve-stg2")
-    site.proxmox.vms[9000]["node"] = "pve-stg2"
+    site.proxmox.vms[9000].node = "pve-stg2"
 
     assert_failed(site, "proxmox", "template 9000", fix="set ecoma:proxmox.template_node: pve-stg2")
 
 
 def test_simulated_proxmox_template_that_is_a_plain_vm(site: Site) -> None:
-    site.proxmox.vms[9000]["config"]["template"] = 0
+    site.proxmox.vms[9000].config["template"] = 0
 
     assert_failed(
         site, "proxmox", "template 9000 is a template", fix="run `qm template 9000` on pve-stg1"
@@ -403,8 +403,8 @@ def test_simulated_proxmox_template_that_is_a_plain_vm(site: Site) -> None:
 
 
 def test_simulated_proxmox_template_without_cloud_init_drive(site: Site) -> None:
-    del site.proxmox.vms[9000]["config"]["ide2"]
-    site.proxmox.vms[9000]["config"]["ide0"] = "local:iso/debian.iso,media=cdrom"
+    del site.proxmox.vms[9000].config["ide2"]
+    site.proxmox.vms[9000].config["ide0"] = "local:iso/debian.iso,media=cdrom"
 
     assert_failed(
         site,
@@ -415,7 +415,7 @@ def test_simulated_proxmox_template_without_cloud_init_drive(site: Site) -> None
 
 
 def test_simulated_proxmox_template_booting_from_another_interface(site: Site) -> None:
-    config = site.proxmox.vms[9000]["config"]
+    config = site.proxmox.vms[9000].config
     config["scsi0"] = config.pop("virtio0")
     config["boot"] = "order=scsi0;ide2"
 
@@ -429,13 +429,13 @@ def test_simulated_proxmox_template_booting_from_another_interface(site: Site) -
 
 
 def test_simulated_proxmox_template_boot_device_without_a_disk(site: Site) -> None:
-    site.proxmox.vms[9000]["config"]["virtio0"] = "none,media=cdrom"
+    site.proxmox.vms[9000].config["virtio0"] = "none,media=cdrom"
 
     assert_failed(site, "proxmox", "template 9000 boot", fix="attach the image disk at virtio0")
 
 
 def test_simulated_proxmox_legacy_boot_order_warns(site: Site) -> None:
-    site.proxmox.vms[9000]["config"]["boot"] = "cdn"
+    site.proxmox.vms[9000].config["boot"] = "cdn"
 
     code, document = site.report()
 
@@ -445,7 +445,7 @@ def test_simulated_proxmox_legacy_boot_order_warns(site: Site) -> None:
 
 
 def test_simulated_proxmox_template_disk_larger_than_an_os_disk(site: Site) -> None:
-    site.proxmox.vms[9000]["config"]["virtio0"] = "local-lvm:base-9000-disk-0,size=40G"
+    site.proxmox.vms[9000].config["virtio0"] = "local-lvm:base-9000-disk-0,size=40G"
 
     assert_failed(
         site,

@@ -375,6 +375,7 @@ def test_textfile_passes_promtool_check_metrics(tmp_path: Path) -> None:
         run.set("ecoma_autoscale_decision", 1, action="up", reason="cpu")
         run.set("ecoma_autoscale_signal_value", 0.8125, signal="cpu")
         run.set("ecoma_credential_expiry_timestamp_seconds", T0 + 86400, credential="aws")
+        run.set("ecoma_k3s_certificate_expiry_timestamp_seconds", T0 + 86400, node="cpl-1")
         if index % 2:
             fail_in(run, "tailnet")
         run.finish(success=not index % 2)

@@ -69,7 +69,9 @@ def evictions(apiserver: SimulatedApiServer) -> list[str]:
     return ["{}/{}".format(*r.path.split("/")[4:7:2]) for r in requests]
 
 
-@pytest.mark.parametrize("method", ["node", "cordon", "uncordon", "drain", "delete_node"])
+@pytest.mark.parametrize(
+    "method", ["node", "cordon", "uncordon", "drain", "delete_node", "etcd_healthy"]
+)
 def test_methods_match_the_cluster_protocol_without_simulated_apiserver(method: str) -> None:
     expected = inspect.signature(getattr(Cluster, method))
     actual = inspect.signature(getattr(KubernetesCluster, method))
@@ -92,6 +94,7 @@ def test_node_ready_simulated_apiserver(
         ready=True,
         unschedulable=False,
         labels={"ecoma.io/pool": "aws", "kubernetes.io/hostname": NODE},
+        kubelet_version="v1.31.4+k3s1",
     )
 
 
@@ -126,11 +129,12 @@ def test_cordon_then_uncordon_patches_the_node_simulated_apiserver(
 
     cluster.cordon(NODE)
     assert apiserver.nodes[NODE]["spec"]["unschedulable"] is True
-    assert cluster.node(NODE) == NodeStatus(NODE, True, True, {"kubernetes.io/hostname": NODE})
+    labels = {"kubernetes.io/hostname": NODE}
+    assert cluster.node(NODE) == NodeStatus(NODE, True, True, labels, "v1.31.4+k3s1")
 
     cluster.uncordon(NODE)
     assert apiserver.nodes[NODE]["spec"]["unschedulable"] is False
-    assert cluster.node(NODE) == NodeStatus(NODE, True, False, {"kubernetes.io/hostname": NODE})
+    assert cluster.node(NODE) == NodeStatus(NODE, True, False, labels, "v1.31.4+k3s1")
 
     patches = apiserver.requests_for("PATCH", "/api/v1/nodes/")
     assert [p.body for p in patches] == [
@@ -498,3 +502,57 @@ def test_from_kubeconfig_falls_back_to_in_cluster_without_simulated_apiserver(
     # Not in a pod: the ServiceAccount token file is missing, and the error says so.
     with pytest.raises(EcomaError, match=r"^the in-cluster config cannot be used: Service token"):
         KubernetesCluster.from_kubeconfig()
+
+
+# --- day 2: versions, etcd health, Nodes with finalizers ---------------------------------------
+
+
+def test_node_reports_the_kubelet_version_simulated_apiserver(
+    apiserver: SimulatedApiServer, cluster: KubernetesCluster
+) -> None:
+    apiserver.add_node(NODE, version="v1.32.5+k3s1")
+    status = cluster.node(NODE)
+    assert status is not None
+    assert status.kubelet_version == "v1.32.5+k3s1"
+
+    apiserver.set_node(NODE, version="v1.33.1+k3s1", ready=False)
+    status = cluster.node(NODE)
+    assert status is not None
+    assert (status.kubelet_version, status.ready) == ("v1.33.1+k3s1", False)
+
+
+def test_etcd_health_reads_the_readiness_checks_simulated_apiserver(
+    apiserver: SimulatedApiServer, cluster: KubernetesCluster
+) -> None:
+    assert cluster.etcd_healthy() is True
+    apiserver.etcd_healthy = False
+    assert cluster.etcd_healthy() is False
+    readyz = apiserver.requests_for("GET", r"^/readyz$")
+    assert [r.query for r in readyz] == ["verbose=true", "verbose=true"]
+
+
+def test_etcd_health_without_rights_names_the_cause_simulated_apiserver(
+    apiserver: SimulatedApiServer, clock: FakeClock
+) -> None:
+    apiserver.token = "the-right-token"
+    configuration = client.Configuration(host=apiserver.url)
+    configuration.api_key = {"BearerToken": "a-wrong-token"}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    api_client = client.ApiClient(configuration)
+    try:
+        cluster = KubernetesCluster(api_client, clock=clock, sleep=clock.sleep)
+        with pytest.raises(EcomaError, match=r"API server: HTTP 401.*credentials were refused"):
+            cluster.etcd_healthy()
+    finally:
+        api_client.close()
+
+
+def test_a_deleted_server_node_stays_until_its_finalizer_ran_simulated_apiserver(
+    apiserver: SimulatedApiServer, cluster: KubernetesCluster
+) -> None:
+    apiserver.add_node("cpl-2", finalizer_reads=2)
+    cluster.delete_node("cpl-2")
+
+    seen = [cluster.node("cpl-2") for _ in range(3)]
+
+    assert [s.deleting if s else None for s in seen] == [True, True, None]

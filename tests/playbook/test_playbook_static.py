@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
+import shutil
 import stat
 import subprocess
 import sys
@@ -69,7 +71,9 @@ def test_no_lint_rule_is_skipped_or_silenced() -> None:
     assert silenced == []
 
 
-@pytest.mark.parametrize("playbook", ["playbook.yaml", "reset.yaml"])
+@pytest.mark.parametrize(
+    "playbook", ["playbook.yaml", "reset.yaml", "upgrade.yaml", "snapshot.yaml"]
+)
 def test_playbook_syntax_check(playbook: str) -> None:
     result = _run(
         [
@@ -140,16 +144,38 @@ RENDER_PLAYBOOK = """
     ansible_python_interpreter: {python}
     k3s_config_dir: "{out}/{{{{ inventory_hostname }}}}"
     k3s_start_service: false
+    # No network here: the create-or-join decision trusts the inventory order (the lab tests
+    # probe real hosts).
+    k3s_join_probe: false
   tasks:
     - name: Render through the role's own entry point
       ansible.builtin.include_role:
         name: k3s
         tasks_from: config.yml
+        public: true
+    - name: Render the unit as the role does (its real path is /etc/systemd/system)
+      ansible.builtin.template:
+        src: {roles}/k3s/templates/k3s.service.j2
+        dest: "{out}/{{{{ inventory_hostname }}}}/k3s.service"
+        mode: "0644"
+    - name: Read the k3s_server role's defaults
+      ansible.builtin.include_vars:
+        file: {roles}/k3s_server/defaults/main.yml
+      when: inventory_hostname in groups['ecoma_cpl']
+    - name: Render the NodeLocal DNS manifest as the k3s_server role does
+      ansible.builtin.template:
+        src: {roles}/k3s_server/templates/nodelocaldns.yaml.j2
+        dest: "{out}/{{{{ inventory_hostname }}}}/nodelocaldns.yaml"
+        mode: "0600"
+      when: inventory_hostname in groups['ecoma_cpl']
 """
 
 # A cloud node's ansible_host is a MagicDNS name: its node IP comes from `tailscale ip -4`,
 # which does not exist here, so the test gives it one.
 WKR_NODE_IP = "100.64.0.21"
+# The S3 credentials of the etcd snapshots, made up per run (the sample inventory names a target).
+S3_ACCESS_KEY_ID = "AKIA" + secrets.token_hex(8).upper()
+S3_SECRET_KEY = secrets.token_urlsafe(30).replace("-", "+").replace("_", "/")
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +183,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     work = tmp_path_factory.mktemp("k3s-render")
     out = work / "out"
     playbook = work / "render.yml"
-    playbook.write_text(RENDER_PLAYBOOK.format(python=sys.executable, out=out))
+    playbook.write_text(
+        RENDER_PLAYBOOK.format(python=sys.executable, out=out, roles=ANSIBLE_DIR / "roles")
+    )
     extra_inventory = work / "extra.yaml"
     extra_inventory.write_text(
         yaml.safe_dump(
@@ -181,6 +209,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         ],
         ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"),
         ECOMA_K3S_AGENT_TOKEN="K10agent-token-not-in-any-file::node:secret",
+        ECOMA_ETCD_S3_ACCESS_KEY_ID=S3_ACCESS_KEY_ID,
+        ECOMA_ETCD_S3_SECRET_ACCESS_KEY=S3_SECRET_KEY,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return {host.name: host for host in out.iterdir()}
@@ -217,7 +247,8 @@ def test_first_server_initialises_the_cluster(rendered: dict[str, Path]) -> None
         "node.ecoma.io/role=cpl",
     ]
     assert config["node-taint"] == ["node.ecoma.io/role=cpl:NoSchedule"]
-    assert config["kubelet-arg"] == ["cluster-dns=169.254.20.10"]
+    # Kubelets keep the servers' cluster-dns (the kube-dns address NodeLocal DNS also answers on).
+    assert config["kubelet-arg"] == []
     assert not (rendered["cpl-1"] / "kubelet.conf.d" / "50-ecoma-swap.conf").exists()
 
 
@@ -251,7 +282,6 @@ def test_agent_with_a_swap_tier_runs_the_kubelet_with_swap(rendered: dict[str, P
     assert config["node-label"] == ["topology.ecoma.io/provider=proxmox", "node.ecoma.io/role=sts"]
     assert config["node-taint"] == ["node.ecoma.io/role=sts:NoSchedule"]
     assert config["kubelet-arg"] == [
-        "cluster-dns=169.254.20.10",
         "fail-swap-on=false",
         "feature-gates=NodeSwap=true",
     ]
@@ -271,7 +301,7 @@ def test_cloud_worker_uses_its_tailscale_ip(rendered: dict[str, Path]) -> None:
     assert config["flannel-iface"] == "tailscale0"
     assert config["node-label"] == ["topology.ecoma.io/provider=aws", "node.ecoma.io/role=wkr"]
     assert config["node-taint"] == []
-    assert config["kubelet-arg"] == ["cluster-dns=169.254.20.10"]
+    assert config["kubelet-arg"] == []
     assert "cluster-init" not in config
 
 
@@ -279,3 +309,161 @@ def test_server_labels_are_not_set_by_the_kubelet(rendered: dict[str, Path]) -> 
     for host in rendered:
         labels = _config(rendered, host)["node-label"]
         assert not [label for label in labels if "kubernetes.io/" in label], host
+
+
+# --------------------------------------------------------------------------------------------
+# etcd snapshots, the unit, NodeLocal DNS
+
+
+def test_servers_take_scheduled_etcd_snapshots_to_the_stacks_s3_target(
+    rendered: dict[str, Path],
+) -> None:
+    for server in ("cpl-1", "cpl-2"):
+        config = _config(rendered, server)
+        assert config["etcd-snapshot-schedule-cron"] == "0 */6 * * *"
+        assert config["etcd-snapshot-retention"] == 28
+        assert config["etcd-snapshot-compress"] is True
+        assert config["etcd-s3"] is True
+        assert config["etcd-s3-endpoint"] == "s3.eu-central-1.amazonaws.com"
+        assert config["etcd-s3-bucket"] == "ecoma-sample-etcd"
+        assert config["etcd-s3-folder"] == "sample"
+        assert config["etcd-s3-region"] == "eu-central-1"
+        assert "etcd-s3-insecure" not in config
+        assert "etcd-s3-skip-ssl-verify" not in config
+        # The credentials never enter config.yaml, in any form.
+        text = (rendered[server] / "config.yaml").read_text()
+        assert "access-key" not in text
+        assert "secret-key" not in text
+        assert S3_ACCESS_KEY_ID not in text
+        assert S3_SECRET_KEY not in text
+
+
+def test_the_s3_credentials_are_a_root_only_environment_file_of_the_server_unit(
+    rendered: dict[str, Path],
+) -> None:
+    env_file = rendered["cpl-1"] / "etcd-s3.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    values = dict(
+        line.split("=", 1)
+        for line in env_file.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert values == {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+    unit = (rendered["cpl-1"] / "k3s.service").read_text()
+    assert f"EnvironmentFile=-{env_file}" in unit.splitlines()
+    for agent in ("ops-1", "sts-1", "wkr-aws-1"):
+        assert not (rendered[agent] / "etcd-s3.env").exists(), agent
+        assert "etcd" not in (rendered[agent] / "k3s.service").read_text(), agent
+        assert "etcd-s3" not in _config(rendered, agent), agent
+
+
+def test_k3s_follows_tailscaled_restarts(rendered: dict[str, Path]) -> None:
+    for host in ("cpl-1", "sts-1", "wkr-aws-1"):
+        unit = (rendered[host] / "k3s.service").read_text().splitlines()
+        assert "PartOf=tailscaled.service" in unit, host
+        assert "After=network-online.target tailscaled.service" in unit, host
+        assert "Wants=network-online.target tailscaled.service" in unit, host
+        assert any(line.startswith("ExecStartPre=") and "tailscale0" in line for line in unit)
+
+
+def test_the_unit_passes_systemd_analyze_verify(rendered: dict[str, Path], tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here")
+    unit = tmp_path / "k3s.service"
+    unit.write_text((rendered["cpl-1"] / "k3s.service").read_text())
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # The unit names binaries this machine lacks (k3s, tailscaled): only those may be reported.
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "k3s" not in line and "tailscaled" not in line
+    ]
+    assert problems == [], result.stdout + result.stderr
+
+
+def _manifests(rendered: dict[str, Path]) -> list[dict]:
+    return list(yaml.safe_load_all((rendered["cpl-1"] / "nodelocaldns.yaml").read_text()))
+
+
+def test_nodelocal_dns_binds_both_addresses_and_forwards_to_a_separate_upstream_service(
+    rendered: dict[str, Path],
+) -> None:
+    documents = _manifests(rendered)
+    kinds = [(d["kind"], d["metadata"]["name"]) for d in documents]
+    # The Service first: node-cache reads its address from the pod's service environment, which
+    # only holds Services that existed when the pod started.
+    assert kinds[0] == ("Service", "kube-dns-upstream")
+    assert ("DaemonSet", "node-local-dns") in kinds
+    upstream = documents[0]
+    assert upstream["metadata"]["namespace"] == "kube-system"
+    assert upstream["spec"]["selector"] == {"k8s-app": "kube-dns"}
+    assert upstream["metadata"]["labels"] != {"k8s-app": "kube-dns"}
+    assert sorted((p["protocol"], p["port"]) for p in upstream["spec"]["ports"]) == [
+        ("TCP", 53),
+        ("UDP", 53),
+    ]
+    daemonset = next(d for d in documents if d["kind"] == "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[args.index("-localip") + 1] == "169.254.20.10,10.43.0.10"
+    assert args[args.index("-upstreamsvc") + 1] == "kube-dns-upstream"
+    assert "-skipteardown" not in args
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "Default"
+    assert container["image"] == "registry.k8s.io/dns/k8s-dns-node-cache:1.26.4"
+    corefile = next(d for d in documents if d["kind"] == "ConfigMap")["data"]["Corefile"]
+    zones = re.findall(r"^(\S+):53 \{", corefile, re.M)
+    assert zones == ["cluster.local", "in-addr.arpa", "ip6.arpa", "."]
+    binds = re.findall(r"^\s+bind (.+)$", corefile, re.M)
+    assert binds == ["169.254.20.10 10.43.0.10"] * 4
+    forwards = re.findall(r"^\s+forward \. (\S+)", corefile, re.M)
+    # node-cache fills these two itself: the upstream Service's address and resolv.conf.
+    assert forwards == ["__PILLAR__CLUSTER__DNS__"] * 3 + ["__PILLAR__UPSTREAM__SERVERS__"]
+    assert "10.43.0.10" not in " ".join(forwards)
+    left = set(re.findall(r"__PILLAR__[A-Z_]+__", yaml.safe_dump_all(documents)))
+    assert left == {"__PILLAR__CLUSTER__DNS__", "__PILLAR__UPSTREAM__SERVERS__"}
+
+
+def test_every_server_deploys_the_same_nodelocal_dns_manifest(rendered: dict[str, Path]) -> None:
+    first = (rendered["cpl-1"] / "nodelocaldns.yaml").read_text()
+    assert (rendered["cpl-2"] / "nodelocaldns.yaml").read_text() == first
+
+
+def test_nodelocal_dns_manifest_is_valid_kubernetes_for_the_pinned_minor(
+    rendered: dict[str, Path], tmp_path: Path
+) -> None:
+    """kubernetes-validate (strict: unknown fields are errors) against the schemas of the
+    Kubernetes minor that the pinned k3s release runs."""
+    sample = yaml.safe_load(SAMPLE_INVENTORY.read_text())
+    version = sample["all"]["vars"]["ecoma_cluster"]["k3s_version"]
+    minor = re.fullmatch(r"v(1\.\d+)\.\d+\+k3s\d+", version)
+    assert minor is not None, version
+    manifest = tmp_path / "nodelocaldns.yaml"
+    manifest.write_text((rendered["cpl-1"] / "nodelocaldns.yaml").read_text())
+    argv = [_tool("kubernetes-validate"), "--strict", "-k", minor.group(1), str(manifest)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = re.findall(r"passed for resource (\S+)", result.stdout + result.stderr)
+    assert sorted(passed) == sorted(
+        f"{d['kind'].lower()}/{d['metadata']['name']}" for d in _manifests(rendered)
+    )
+
+
+def test_kubernetes_validate_rejects_a_broken_manifest(tmp_path: Path) -> None:
+    """The check above can fail: a misspelt field is an error in strict mode."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: kube-system}\n"
+        "spec: {selectr: {k8s-app: kube-dns}, ports: [{port: 53}]}\n"
+    )
+    argv = [_tool("kubernetes-validate"), "--strict", "-k", "1.32", str(broken)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "selectr" in result.stdout + result.stderr

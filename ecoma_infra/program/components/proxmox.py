@@ -15,6 +15,7 @@ from ecoma_infra.program.components.tailscale import node_auth_key
 from ecoma_infra.program.disks import ordered, proxmox_interface, proxmox_serial
 from ecoma_infra.program.inventory import onprem_node_fact
 from ecoma_infra.stack.model import (
+    DATA_TIERS,
     NetworkPlan,
     Node,
     ProxmoxSettings,
@@ -169,8 +170,19 @@ class ProxmoxNodeArgs:
         return self.node.role in STATEFUL_ROLES
 
     @property
+    def replacing(self) -> bool:
+        """`ecoma-infra replace` is rebuilding this node (ecoma:proxmox.replacing)."""
+        return self.node.name in self.settings.replacing
+
+    @property
     def protected(self) -> bool:
-        return self.stateful and self.settings.protect_stateful
+        return self.stateful and self.settings.protect_stateful and not self.replacing
+
+    @property
+    def keeps_data_disks(self) -> bool:
+        """An sts node being rebuilt: its data disks wait on a holder VM (`replace` moved them
+        there) and are re-attached to the new VM, which therefore is created without them."""
+        return self.replacing and self.node.role == "sts"
 
     @property
     def router(self) -> bool:
@@ -199,7 +211,8 @@ class ProxmoxNode(pulumi.ComponentResource):
     guest sees `/dev/disk/by-id/virtio-<tier>`. Stateful machines (cpl, sts) are protected:
     Pulumi refuses to delete or replace them, Proxmox's own protection flag blocks removal,
     a `destroy` leaves them in place, a template change never re-clones them, and their disk
-    list changes only when the node is named in `ecoma:proxmox.unlock_disks`.
+    list changes only when the node is named in `ecoma:proxmox.unlock_disks`. While
+    `ecoma-infra replace` rebuilds a node (`ecoma:proxmox.replacing`), its protection is lifted.
     """
 
     def __init__(
@@ -247,7 +260,9 @@ class ProxmoxNode(pulumi.ComponentResource):
         boot_interface = settings.template_boot_interface
         prefix = args.network.sdn_subnet.prefixlen
         ignore = ["clone"]
-        if args.protected and node.name not in settings.unlock_disks:
+        stateful_disks = args.stateful and settings.protect_stateful
+        if stateful_disks and node.name not in settings.unlock_disks:
+            # Also while the node is being replaced: the old VM's disk list is never rewritten.
             ignore.append("disks")
         if args.adopted:
             # An adopted VM keeps the user data it was created with. The provider replaces a VM
@@ -256,6 +271,11 @@ class ProxmoxNode(pulumi.ComponentResource):
             # Cloudinit.pm, nocloud_gen_metadata): new user data would run first boot again at
             # the next start. The new snippet is uploaded but not attached.
             ignore.append(USER_DATA_FIELD)
+        created_disks = [
+            disk
+            for disk in disks
+            if not (args.keeps_data_disks and not disk.os and disk.tier in DATA_TIERS)
+        ]
         self.vm = proxmox.VmLegacy(
             vm_name(name),
             node_name=node.hypervisor,
@@ -290,7 +310,7 @@ class ProxmoxNode(pulumi.ComponentResource):
                     discard="on",
                     iothread=True,
                 )
-                for disk in disks
+                for disk in created_disks
             ],
             network_devices=[
                 proxmox.VmLegacyNetworkDeviceArgs(
@@ -328,6 +348,9 @@ class ProxmoxNode(pulumi.ComponentResource):
                     retain_on_delete=args.protected,
                     ignore_changes=ignore,
                     depends_on=list(after),
+                    # The VM id is fixed: Proxmox refuses a second VM with it, so a replacement
+                    # must delete the old VM first (the engine's default creates first).
+                    delete_before_replace=True,
                 ),
             ),
         )
