@@ -19,6 +19,7 @@ from ecoma_infra.errors import EcomaError
 from ecoma_infra.ops.telemetry import Telemetry
 from ecoma_infra.paths import ansible_dir, project_root
 from ecoma_infra.platforms.pulumi_automation import AutomationStack
+from ecoma_infra.platforms.pulumi_simulated import rehearsal_state_file
 from ecoma_infra.platforms.seams import Cluster, Tailnet
 from ecoma_infra.platforms.simulated import SimulatedWorld
 from ecoma_infra.stack.load import stack_file
@@ -32,7 +33,7 @@ def add_options(parser: argparse.ArgumentParser, *, confirm: bool = True) -> Non
         "--offline",
         action="store_true",
         help="rehearse: Pulumi, Kubernetes and Tailscale simulated, the program run under mocks "
-        "(state kept in .lab/<stack>/offline-state.json; `--offline --reset` starts over)",
+        "(state kept in .rehearsal/<stack>/state.json; `--offline --reset` starts over)",
     )
     parser.add_argument("--reset", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -119,7 +120,7 @@ def _run_playbook(inventory: dict[str, Any], secrets: dict[str, str], limit: str
 
 
 def _offline_session(args: argparse.Namespace) -> Session:
-    state = project_root() / ".lab" / args.stack / "offline-state.json"
+    state = rehearsal_state_file(project_root(), args.stack)
     if getattr(args, "reset", False) and state.exists():
         state.unlink()
     world = SimulatedWorld.from_file(stack_file(args.stack, project_root()), state_file=state)

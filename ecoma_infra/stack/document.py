@@ -106,8 +106,8 @@ def read_text(path: Path, source: str) -> str:
 
 def parse_yaml(text: str, source: str) -> Any:
     """The YAML document in `text`: keys unique, expansion bounded, errors as `ConfigError`."""
-    loader = StrictLoader(text)
     try:
+        loader = StrictLoader(text)  # its reader refuses control characters at once
         try:
             node = loader.get_single_node()
             if node is None:
@@ -116,6 +116,18 @@ def parse_yaml(text: str, source: str) -> Any:
             return loader.construct_document(node)
         finally:
             loader.dispose()
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        raise ConfigError(
+            source,
+            [
+                ConfigIssue(
+                    f"YAML (line {line})",
+                    f"the character U+{error.character:04X} is not allowed in YAML",
+                    "remove it (a stray control character or a binary paste)",
+                )
+            ],
+        ) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -333,6 +333,28 @@ _MODEL_PATTERN_HINTS = {
 }
 
 
+_BOUND_FIXES = {
+    "less_than_equal": "use a value of at most {le}",
+    "less_than": "use a value below {lt}",
+    "greater_than_equal": "use a value of at least {ge}",
+    "greater_than": "use a value above {gt}",
+    "too_short": "give at least {min_length} item(s)",
+    "too_long": "give at most {max_length} item(s)",
+    "string_too_long": "shorten it to at most {max_length} characters",
+}
+_TYPE_FIXES = {
+    "int_type": "write a whole number without quotes (not true/false, not 2.0)",
+    "int_from_float": "write a whole number",
+    "float_type": "write a number without quotes",
+    "bool_type": "write true or false without quotes",
+    "finite_number": "give a finite number (not .nan or .inf)",
+    "string_type": "write a text value",
+    "value_error": "use a value inside the bound the message names",
+    "literal_error": "use one of the listed values",
+    "ip_v4": "give an address like 10.41.1.20 or a network like 10.41.1.0/24 with no host bits set",
+}
+
+
 def _where(loc: Sequence[int | str], values: Mapping[str, Any]) -> str:
     parts: list[str] = []
     node: Any = values
@@ -399,7 +421,7 @@ def _translate(error: Mapping[str, Any], values: Mapping[str, Any]) -> ConfigIss
     if kind == "string_pattern_mismatch":
         shown = _shown_input(error.get("input"))
         return ConfigIssue(where, f"{shown} is not valid", _fix(error, loc))
-    return ConfigIssue(where, str(error["msg"]), _fix(error, loc))
+    return ConfigIssue(where, str(error["msg"]).removeprefix("Value error, "), _fix(error, loc))
 
 
 def _shown_input(value: Any) -> str:
@@ -430,13 +452,10 @@ def _fix(error: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
             "see `ecoma-infra schema` for the expected form",
         )
         return f"use {hint}"
-    if kind == "literal_error":
-        return "use one of the listed values"
-    if kind.startswith("ip_v4"):
-        return (
-            "give an address like 10.41.1.20 or a network like 10.41.1.0/24 with no host bits set"
-        )
-    return "change the value as the message says"
+    if kind in _BOUND_FIXES:
+        return _BOUND_FIXES[kind].format(**error.get("ctx", {}))
+    key = "ip_v4" if kind.startswith("ip_v4") else kind
+    return _TYPE_FIXES.get(key, "change the value as the message says")
 
 
 def shared_tailnet_issues(path: Path, config: StackConfig) -> list[ConfigIssue]:

@@ -32,6 +32,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -88,6 +89,18 @@ MAX_CREDENTIAL_AGE = "3650d"
 MAX_MEMORY_MB = 4 * 1024 * 1024
 
 
+def _as_text(value: Any) -> Any:
+    """Addresses are written as text: YAML's `true` or `168430091` would otherwise become
+    0.0.0.1 or 10.10.10.11 without a word."""
+    if isinstance(value, str | IPv4Address | IPv4Network):
+        return value
+    raise ValueError("write the address or network as text, e.g. 10.41.1.20 or 10.41.1.0/24")
+
+
+Address = Annotated[IPv4Address, BeforeValidator(_as_text)]
+Network = Annotated[IPv4Network, BeforeValidator(_as_text)]
+
+
 def _at_most(limit: str) -> AfterValidator:
     def check(value: str) -> str:
         if duration_seconds(value) > duration_seconds(limit):
@@ -127,19 +140,19 @@ class _Model(BaseModel):
 class NetworkPlan(_Model):
     """The seed's IP range plan. Every default is the seed's value."""
 
-    tailscale_cidr: IPv4Network = IPv4Network("100.64.0.0/10")
-    link_local_cidr: IPv4Network = IPv4Network("169.254.0.0/16")
-    pod_cidr: IPv4Network = IPv4Network("10.42.0.0/16")
-    service_cidr: IPv4Network = IPv4Network("10.43.0.0/16")
-    sdn_subnet: IPv4Network = IPv4Network("10.41.1.0/24")
-    coredns_ip: IPv4Address = IPv4Address("10.43.0.10")
-    node_local_dns_ip: IPv4Address = IPv4Address("169.254.20.10")
-    kube_vip: IPv4Address = IPv4Address("10.41.1.254")
-    sdn_gateway: IPv4Address = IPv4Address("10.41.1.1")
+    tailscale_cidr: Network = IPv4Network("100.64.0.0/10")
+    link_local_cidr: Network = IPv4Network("169.254.0.0/16")
+    pod_cidr: Network = IPv4Network("10.42.0.0/16")
+    service_cidr: Network = IPv4Network("10.43.0.0/16")
+    sdn_subnet: Network = IPv4Network("10.41.1.0/24")
+    coredns_ip: Address = IPv4Address("10.43.0.10")
+    node_local_dns_ip: Address = IPv4Address("169.254.20.10")
+    kube_vip: Address = IPv4Address("10.41.1.254")
+    sdn_gateway: Address = IPv4Address("10.41.1.1")
     # No default: nothing in the SDN serves DNS by itself (a Proxmox Simple zone runs dnsmasq
     # only with DHCP on, and an L2 zone has no Proxmox gateway at all), and cloud-init's apt and
     # the Tailscale install need a resolver on first boot. The stack file names them.
-    dns_servers: list[IPv4Address] = Field(
+    dns_servers: list[Address] = Field(
         min_length=1,
         max_length=3,
         description="Resolvers that cloud-init writes for on-prem nodes, reachable from the SDN "
@@ -185,7 +198,7 @@ class ProxmoxSdn(_Model):
     tag: StrictInt | None = Field(
         default=None, ge=1, le=16_777_215, description="vlan: the VLAN id (1-4094); vxlan: the VNI."
     )
-    peers: dict[Name, IPv4Address] = Field(
+    peers: dict[Name, Address] = Field(
         default_factory=dict,
         description="vxlan: every hypervisor's underlay address (the VXLAN peers).",
     )
@@ -292,7 +305,7 @@ class Node(_Model):
     provider: Provider = "proxmox"
     hypervisor: Name
     vm_id: StrictInt = Field(ge=100, le=999_999_999)
-    ip: IPv4Address
+    ip: Address
     cpu_cores: StrictInt = Field(ge=1, le=512)
     memory_mb: StrictInt = Field(ge=512, le=MAX_MEMORY_MB)
     disks: list[Disk] = Field(min_length=1)
@@ -313,8 +326,8 @@ class BurstPool(_Model):
         "4h",
         description=f"Time to live of a burst node, e.g. 90m, 4h, 1d (at most {MAX_BURST_TTL}).",
     )
-    vpc_cidr: IPv4Network
-    subnet_cidr: IPv4Network
+    vpc_cidr: Network
+    subnet_cidr: Network
     public_ip: StrictBool = Field(
         False, description="Give nodes a public IP for egress instead of a NAT gateway."
     )
