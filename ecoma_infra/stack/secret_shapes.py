@@ -69,6 +69,13 @@ def secret_kind(value: str) -> str | None:
     return None
 
 
+def mask_secrets(text: str) -> str:
+    """`text` with everything shaped like a secret replaced by `[secret]`."""
+    for _, shape in _SHAPES:
+        text = shape.sub("[secret]", text)
+    return text
+
+
 def secret_key_name(namespace: str, key: str) -> bool:
     """Whether `namespace:key` names a credential (its value must be `secure:`)."""
     return key in PROVIDER_SECRET_KEYS.get(namespace, frozenset()) or secret_field_name(key)
