@@ -11,6 +11,7 @@ ends in an exception other than `requests.RequestException` or `BodyTooLargeErro
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any, Self
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -28,15 +29,25 @@ class BodyTooLargeError(Exception):
 
 
 class _Retry(Retry):
-    """`Retry` whose `Retry-After` parsing cannot raise: an unreadable value (urllib3 raises
-    `InvalidHeader`; an integer of thousands of digits, `ValueError`) counts as none given,
-    so the usual backoff applies."""
+    """`Retry` whose `Retry-After` waits are capped at `retry_after_cap` seconds, and whose
+    parsing cannot raise: an unreadable value (urllib3 raises `InvalidHeader`; an integer of
+    thousands of digits, `ValueError`) counts as none given, so the usual backoff applies."""
+
+    def __init__(self, *args: Any, retry_after_cap: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after_cap = retry_after_cap
+
+    def new(self, **kw: Any) -> Self:
+        retry = super().new(**kw)  # urllib3 makes a fresh Retry after every attempt
+        retry.retry_after_cap = self.retry_after_cap
+        return retry
 
     def parse_retry_after(self, retry_after: str) -> float:
         try:
-            return super().parse_retry_after(retry_after)
+            seconds = super().parse_retry_after(retry_after)
         except (InvalidHeader, ValueError, OverflowError):
             return 0.0
+        return min(seconds, self.retry_after_cap)
 
 
 def retrying_session(
@@ -59,7 +70,7 @@ def retrying_session(
         status_forcelist=RETRY_STATUSES,
         allowed_methods=frozenset(method.upper() for method in methods),
         respect_retry_after_header=True,
-        retry_after_max=retry_after_max,
+        retry_after_cap=retry_after_max,
         raise_on_status=False,
     )
     session = requests.Session()
