@@ -21,25 +21,22 @@ from ecoma_infra.stack.issues import ConfigError, ConfigIssue
 from ecoma_infra.stack.model import (
     MODEL_KEYS,
     NAMESPACE,
+    OTHER_NAMESPACES,
     SECRET_KEYS,
+    STACK_FILE_KEYS,
     StackConfig,
     required_secrets,
     split_namespace,
 )
 from ecoma_infra.stack.rules import check_rules
 from ecoma_infra.stack.secret_shapes import (
-    PROVIDER_SECRET_KEYS,
     plain_secrets,
     secret_field_name,
     secret_key_name,
     secret_kind,
 )
 
-# What Pulumi reads from a stack file (pulumi.com/docs/iac/concepts/projects/stack-settings-file).
-STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
-# The config namespaces something reads: ours, Pulumi's own (`pulumi:tags`,
-# `pulumi:disable-default-providers`) and the providers' this program uses.
-CONFIG_NAMESPACES = (NAMESPACE, "pulumi", *PROVIDER_SECRET_KEYS)
+CONFIG_NAMESPACES = (NAMESPACE, *OTHER_NAMESPACES)
 _ECOMA_KEYS = frozenset((*MODEL_KEYS, *SECRET_KEYS))
 _NAMESPACES_SHOWN = ", ".join(f"{namespace}:" for namespace in CONFIG_NAMESPACES)
 

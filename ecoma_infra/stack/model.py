@@ -41,7 +41,14 @@ from pydantic import (
     StringConstraints,
 )
 
+from ecoma_infra.stack.secret_shapes import PROVIDER_SECRET_KEYS
+
 NAMESPACE = "ecoma"
+# The config namespaces something reads besides ours: Pulumi's own (`pulumi:tags`,
+# `pulumi:disable-default-providers`) and those of the providers this program uses.
+OTHER_NAMESPACES: tuple[str, ...] = ("pulumi", *PROVIDER_SECRET_KEYS)
+# What Pulumi reads from a stack file (pulumi.com/docs/iac/concepts/projects/stack-settings-file).
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
 Tier = Literal["swap", "hot", "warm", "cold"]
 Role = Literal["cpl", "ops", "sts", "wkr"]
@@ -651,15 +658,18 @@ def json_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "secretsprovider": {"type": "string"},
+            "encryptedkey": {"type": "string"},
             "encryptionsalt": {"type": "string"},
+            "environment": {},
             "config": {
                 "type": "object",
                 "properties": properties,
                 "required": required,
-                "patternProperties": {r"^(?!ecoma:)[a-zA-Z0-9_-]+:": {}},
+                "patternProperties": {rf"^({'|'.join(OTHER_NAMESPACES)}):.": {}},
                 "additionalProperties": False,
             },
         },
+        "additionalProperties": False,
         "required": ["config"],
         "$defs": definitions,
     }

@@ -206,8 +206,10 @@ def _fingerprints(state: LabState, host: str) -> dict[str, str]:
     }
 
 
-def _lab_up_when_free(cache_dir: Path, tmp_root: Path, timeout: float = 900) -> LabFactory:
-    """Bring SPEC up, waiting while another test run holds the machine's one lab."""
+def _lab_up_when_free(
+    cache_dir: Path, tmp_root: Path, timeout: float = 900, spec: LabSpec = SPEC
+) -> LabFactory:
+    """Bring `spec` up, waiting while another test run holds the machine's one lab."""
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
@@ -216,7 +218,7 @@ def _lab_up_when_free(cache_dir: Path, tmp_root: Path, timeout: float = 900) -> 
         factory = LabFactory(cache_dir, tmp_root / f"attempt{attempt}")
         attempt += 1
         try:
-            factory(SPEC)
+            factory(spec)
         except LabError as error:
             if "already up" not in str(error) or time.monotonic() > deadline:
                 raise

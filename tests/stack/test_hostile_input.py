@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from stacks import ROOT
@@ -22,7 +24,7 @@ from ecoma_infra.cli.main import main
 from ecoma_infra.stack import document
 from ecoma_infra.stack.issues import ConfigError
 from ecoma_infra.stack.load import load_stack_file, parse_stack_config
-from ecoma_infra.stack.model import split_namespace
+from ecoma_infra.stack.model import json_schema, split_namespace
 from ecoma_infra.stack.secret_shapes import PROVIDER_SECRET_KEYS
 
 STAGING = (ROOT / "Pulumi.staging.yaml").read_text()
@@ -539,3 +541,21 @@ def test_a_value_the_cloud_would_refuse_is_refused_and_its_fix_accepted(
 
 def test_there_are_cases_for_every_class_the_issue_lists() -> None:
     assert len(FILES) + len(VALUES) >= 50
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"ecmoa:k3s": {}}, {"storage": {}}, {"random:thing": 1}],
+    ids=["namespace-typo", "bare-key", "unknown-namespace"],
+)
+def test_the_editor_schema_refuses_the_namespaces_validate_refuses(extra: dict[str, Any]) -> None:
+    document = json.loads(json.dumps(yaml.safe_load(STAGING), default=str))
+    schema = json_schema()
+    jsonschema.validate(document, schema)
+    document["config"].update(extra)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
+    document["config"] = {k: v for k, v in document["config"].items() if k not in extra}
+    document["secretsproviders"] = "typo"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
