@@ -32,7 +32,7 @@ from ecoma_infra.cli.main import main
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.program.offline import run_offline
 
-EXAMPLES = int(os.environ.get("ECOMA_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("ECOMA_FUZZ_EXAMPLES", "100"))
 STACKS = {name: (ROOT / f"Pulumi.{name}.yaml").read_text() for name in ("staging", "prod")}
 SECRETS = (
     "K10" + "cd34" * 16 + "::server:0123456789abcdef0123456789abcdef",
