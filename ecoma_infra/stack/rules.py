@@ -514,17 +514,21 @@ def _aws_zone_and_nat_rules(where: str, pool: AwsPool) -> Iterator[ConfigIssue]:
         )
     if pool.public_ip:
         return
-    vpc, subnet = pool.vpc_cidr, pool.subnet_cidr
-    room = vpc.prefixlen < NAT_SUBNET_PREFIX and any(
-        not candidate.overlaps(subnet) for candidate in (_first(vpc), _last(vpc))
-    )
-    if not room:
+    if nat_subnet(pool.vpc_cidr, pool.subnet_cidr) is None:
         yield ConfigIssue(
             f"{where}.subnet_cidr",
-            f"{subnet} leaves no room in vpc_cidr {vpc} for the NAT gateway's "
-            f"/{NAT_SUBNET_PREFIX} (its first or last /{NAT_SUBNET_PREFIX})",
+            f"{pool.subnet_cidr} leaves no room in vpc_cidr {pool.vpc_cidr} for the NAT "
+            f"gateway's /{NAT_SUBNET_PREFIX} (its first or last /{NAT_SUBNET_PREFIX})",
             "shrink subnet_cidr, widen vpc_cidr, or set public_ip: true",
         )
+
+
+def nat_subnet(vpc: IPv4Network, subnet: IPv4Network) -> IPv4Network | None:
+    """The public /28 of the NAT gateway: the VPC's last /28, else its first; None when the
+    VPC is too small or `subnet` covers both (the program's AWS pool uses this too)."""
+    if vpc.prefixlen >= NAT_SUBNET_PREFIX:
+        return None
+    return next((c for c in (_last(vpc), _first(vpc)) if not c.overlaps(subnet)), None)
 
 
 def _first(vpc: IPv4Network) -> IPv4Network:
