@@ -47,6 +47,9 @@ class SimulatedApi:
 
     def __init__(self) -> None:
         self.seen: list[Seen] = []
+        self.throttle: list[tuple[int, dict[str, str]]] = []
+        """(status, headers) answered, in order, before any request reaches `handle`."""
+        self.requests_served = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -69,14 +72,22 @@ class SimulatedApi:
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                headers: dict[str, str] = {}
                 with api._lock:
-                    status, reason, payload = api.handle(
-                        self.command, self.path, self.headers.get("Authorization", ""), body
-                    )
+                    api.requests_served += 1
+                    if api.throttle:  # a rate limit or an outage answers first
+                        status, headers = api.throttle.pop(0)
+                        reason, payload = "Throttled", {"message": "slow down"}
+                    else:
+                        status, reason, payload = api.handle(
+                            self.command, self.path, self.headers.get("Authorization", ""), body
+                        )
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status, reason)
                 self.send_header("Content-Type", "application/json;charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

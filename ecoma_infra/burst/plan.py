@@ -16,6 +16,7 @@ from typing import Any
 
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.stack.model import (
+    MAX_BURST_TTL,
     NAMESPACE,
     BurstPool,
     CloudProvider,
@@ -233,9 +234,12 @@ def _ttl_seconds(ttl: str | None, pool: BurstPool) -> int:
     if ttl is None:
         return pool.ttl_seconds
     try:
-        return duration_seconds(ttl)
+        seconds = duration_seconds(ttl)
     except ValueError:
         raise PlanRefusedError(f"--ttl {ttl}: not a duration: use e.g. 30m, 4h, 1d") from None
+    if seconds > duration_seconds(MAX_BURST_TTL):  # also keeps the lease's end in datetime's range
+        raise PlanRefusedError(f"--ttl {ttl}: a burst node's lease is at most {MAX_BURST_TTL}")
+    return seconds
 
 
 def _plan(

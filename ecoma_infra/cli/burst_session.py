@@ -23,6 +23,7 @@ from ecoma_infra.errors import EcomaError, UsageError
 from ecoma_infra.ops.telemetry import Telemetry
 from ecoma_infra.paths import ansible_dir, project_root
 from ecoma_infra.platforms.pulumi_automation import AutomationStack
+from ecoma_infra.platforms.pulumi_simulated import rehearsal_state_file
 from ecoma_infra.platforms.seams import Cluster, Tailnet
 from ecoma_infra.platforms.simulated import SimulatedWorld
 from ecoma_infra.stack.load import stack_file
@@ -37,7 +38,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--offline",
         action="store_true",
         help="rehearse: Pulumi, Kubernetes and Tailscale simulated, the program run under mocks "
-        "(state kept in .lab/<stack>/offline-state.json; `--offline --reset` starts over)",
+        "(state kept in .rehearsal/<stack>/state.json; `--offline --reset` starts over)",
     )
     parser.add_argument("--reset", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -157,11 +158,15 @@ def _offline_session(args: argparse.Namespace, *, config_from_file: bool = False
     path = stack_file(args.stack, project_root())
     if not path.is_file():
         raise UsageError(
-            f"--stack {args.stack}: {path} does not exist: a rehearsal runs a stack file of this "
-            "project (e.g. --stack staging)"
+            f"{path}: no such stack file. Fix: a rehearsal runs a stack file of this project "
+            "(e.g. --stack staging)"
         )
-    state = project_root() / ".lab" / args.stack / "offline-state.json"
-    if getattr(args, "reset", False) and state.exists():
+    state = rehearsal_state_file(project_root(), args.stack)
+    if getattr(args, "reset", False) and (state.exists() or state.is_symlink()):
+        if state.is_dir() and not state.is_symlink():
+            raise UsageError(
+                f"--reset: {state} is a directory, not the rehearsal's state file: move it away"
+            )
         state.unlink()
     world = SimulatedWorld.from_file(path, state_file=state)
     if config_from_file:

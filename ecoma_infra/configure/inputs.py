@@ -61,12 +61,19 @@ def inventory_from_document(document: object, source: str) -> dict[str, Any]:
 def load_inventory_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"{path}: not UTF-8 text (byte {error.start} cannot be decoded): give the JSON "
+            "inventory that `ecoma-infra inventory` or the stack output writes"
+        ) from None
     except OSError as error:
         raise UsageError(f"{path}: cannot read the inventory file: {error.strerror}") from None
     try:
         document = json.loads(text)
     except ValueError as error:
         raise UsageError(f"{path}: not valid JSON: {error}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not valid JSON: nested too deeply") from None
     return inventory_from_document(document, str(path))
 
 

@@ -11,8 +11,12 @@ module closes the gaps it leaves:
   nothing, so the environment never lands in a file.
 - stdout/stderr artifact files are suppressed; the inventory file, job events (which carry
   task output) and Ansible's controller temp files live in a fresh 0700 private dir that is
-  removed after every run, whatever happens. The fact cache is left to the playbook's
-  ansible.cfg instead of ansible-runner's on-disk default.
+  removed after every run, whatever happens: SIGINT, SIGTERM and SIGHUP cancel Ansible and
+  clean up first. A run killed outright (`kill -9`) cannot clean up: its dir names its process,
+  and the next run removes the dirs of processes that are gone. The fact cache is left to the
+  playbook's ansible.cfg instead of ansible-runner's on-disk default.
+- `ansible-playbook` runs on a leash (`leash.py`): when `configure` dies, even by `kill -9`, the
+  playbook, its workers and what they run are killed as one process group.
 - everything this module prints goes through a `Redactor` that masks configured secret values
   and secret-looking tokens, even if a task forgot `no_log`.
 """
@@ -53,6 +57,11 @@ PASSTHROUGH_ENV: tuple[str, ...] = (
 )
 
 _RUN_IDENT = "run"
+PRIVATE_DIR_PREFIX = "ecoma-configure-"
+_OWNER_FILE = "owner"
+# A private dir of an older version names no owner: it is stale once nothing touched it this long.
+_UNOWNED_STALE_SECONDS = 3600.0
+_LEASH = Path(__file__).with_name("leash.py")
 
 
 def run_playbook(
@@ -91,11 +100,11 @@ def run_playbook(
     display = make_display(output, out, redact, verbosity)
     tracker = EventTracker(display, redact)
 
-    private_dir = Path(tempfile.mkdtemp(prefix="ecoma-configure-"))
-    try:
-        private_dir.chmod(0o700)
-        env = _job_environment(secrets, private_dir)
-        with _cancel_on_interrupt() as cancel:
+    remove_stale_private_dirs()
+    with _cancel_on_signals() as cancel:
+        private_dir = _make_private_dir()
+        try:
+            env = _job_environment(secrets, private_dir)
             runner = _prepare_runner(
                 private_dir=private_dir,
                 playbook=playbook,
@@ -111,18 +120,83 @@ def run_playbook(
                 event_handler=tracker.handle,
                 cancel=cancel,
             )
-            with _command_file_kept_off_disk(Path(runner.config.artifact_dir)):
-                runner.run()
-        result = tracker.result(
-            rc=int(runner.rc if runner.rc is not None else 1), status=str(runner.status)
-        )
-    finally:
-        _remove_private_dir(private_dir)
+            if cancel.is_set():  # a signal before Ansible started: do not start it
+                result = tracker.result(rc=1, status="canceled")
+            else:
+                with _command_file_kept_off_disk(Path(runner.config.artifact_dir)):
+                    runner.run()
+                result = tracker.result(
+                    rc=int(runner.rc if runner.rc is not None else 1), status=str(runner.status)
+                )
+        finally:
+            _remove_private_dir(private_dir)
 
     display.finish(result)
-    if result.status == "canceled" or cancel.is_set():  # Ctrl-C, even one after Ansible ended
+    if result.status == "canceled" or cancel.is_set():  # a signal, even one after Ansible ended
         raise KeyboardInterrupt
     return result
+
+
+def _make_private_dir() -> Path:
+    """A fresh 0700 dir named after this process, with an `owner` file saying which process
+    (pid and start time, since pids are reused) it belongs to."""
+    private_dir = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_DIR_PREFIX}{os.getpid()}-"))
+    private_dir.chmod(0o700)
+    (private_dir / _OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+    return private_dir
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22); empty
+    when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rsplit(")", 1)[-1].split()  # the name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _owner_alive(owner: str) -> bool:
+    pid_text, _, started = owner.strip().partition(" ")
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return not started or _start_time(pid) in ("", started)
+
+
+def remove_stale_private_dirs(root: Path | None = None) -> list[Path]:
+    """Remove this user's private dirs whose run is gone (killed outright, so it could not clean
+    up); dirs of runs still going are left alone. Returns what was removed."""
+    root = root or Path(tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        candidates = list(root.glob(f"{PRIVATE_DIR_PREFIX}*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            info = path.lstat()
+            if not path.is_dir() or path.is_symlink() or info.st_uid != os.getuid():
+                continue
+            owner_file = path / _OWNER_FILE
+            if owner_file.is_file():
+                stale = not _owner_alive(owner_file.read_text())
+            else:
+                stale = time.time() - info.st_mtime > _UNOWNED_STALE_SECONDS
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(path)
+    return removed
 
 
 def _check_secret_names(secrets: Mapping[str, str]) -> None:
@@ -231,6 +305,15 @@ def _prepare_runner(
         cancel_callback=cancel.is_set,
     )
     runner.config.env = _allow_listed(runner.config.env, env)
+    # On a leash: dies with this process, even with one killed outright (see leash.py).
+    runner.config.command = [
+        sys.executable,
+        "-I",
+        str(_LEASH),
+        str(os.getpid()),
+        "--",
+        *runner.config.command,
+    ]
     return runner
 
 
@@ -245,9 +328,10 @@ def _allow_listed(job_env: Mapping[str, str], ours: Mapping[str, str]) -> dict[s
 
 
 @contextlib.contextmanager
-def _cancel_on_interrupt() -> Iterator[threading.Event]:
-    """SIGINT/SIGTERM during the run cancel Ansible (ansible-runner kills its process group);
-    the previous handlers come back afterwards."""
+def _cancel_on_signals() -> Iterator[threading.Event]:
+    """SIGINT, SIGTERM and SIGHUP while the private dir exists cancel Ansible (ansible-runner
+    kills its process group) and let the dir be removed before the run ends; the previous
+    handlers come back afterwards."""
     cancel = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield cancel
@@ -256,7 +340,8 @@ def _cancel_on_interrupt() -> Iterator[threading.Event]:
     def handler(signum: int, frame: object) -> None:
         cancel.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     try:
         yield cancel
     finally:

@@ -33,6 +33,7 @@ from ecoma_infra.platforms.proxmox import (
     ProxmoxApi,
     ProxmoxApiError,
     TokenId,
+    token_expiry,
 )
 from ecoma_infra.platforms.seams import StackBackend
 from ecoma_infra.platforms.tailscale import (
@@ -203,12 +204,12 @@ class EnvironmentMetadata:
                 if record and record.key_id
                 else api.token_id
             )
-            expire = int(api.token_info(token_id).get("expire") or 0)
+            expires = token_expiry(api.token_info(token_id), token_id)
         except EcomaError as error:
             return Metadata(error=str(error))
-        if expire == 0:
+        if expires is None:
             return Metadata(note=f"Proxmox: token {token_id} never expires (expire=0)")
-        return Metadata(expires=datetime.fromtimestamp(expire, UTC))
+        return Metadata(expires=expires)
 
 
 # --------------------------------------------------------------------------- the check

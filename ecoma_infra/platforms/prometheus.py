@@ -1,4 +1,6 @@
-"""Read the autoscale signals from Prometheus's HTTP API (`/api/v1/query`), with urllib only.
+"""Read the autoscale signals from Prometheus's HTTP API (`/api/v1/query`) over `requests`; a
+query that meets an overloaded server (503, 429) or a refused connection is repeated as
+`Retry-After` asks (`platforms.http`).
 
 Each signal is one instant query that must come back as a single number: a scalar, or a vector
 with exactly one sample. No sample means no reading (None), and so does NaN; anything else is an
@@ -7,15 +9,20 @@ with exactly one sample. No sample means no reading (None), and so does NaN; any
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
+import requests
+
 from ecoma_infra.errors import EcomaError
+from ecoma_infra.platforms.http import (
+    BodyTooLargeError,
+    failure_reason,
+    read_body,
+    retrying_session,
+)
 from ecoma_infra.stack.model import AutoscaleSettings
 
 _URL_FIX = (
@@ -28,7 +35,7 @@ _SHOWN_SERIES = 3
 class PrometheusClient:
     """Instant queries against one Prometheus server; `base_url` may carry a path prefix."""
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0, retry_after_max: int = 30) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise EcomaError(
@@ -37,6 +44,13 @@ class PrometheusClient:
             )
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        # What messages show: a password in the URL's user part is masked.
+        self.shown_url = (
+            self.base_url.replace(f":{parts.password}@", ":[secret]@", 1)
+            if parts.password
+            else self.base_url
+        )
+        self._session = retrying_session(methods=("GET",), retry_after_max=retry_after_max)
 
     def value(self, query: str) -> float | None:
         """The one number `query` evaluates to now; None when it matches no series or is NaN."""
@@ -73,48 +87,53 @@ class PrometheusClient:
 
     def _get(self, path: str, params: dict[str, str], query: str) -> dict[str, Any]:
         """The `data` of a successful API answer; an EcomaError for any failure."""
-        url = f"{self.base_url}{path}?{urllib.parse.urlencode(params)}"
-        # The scheme is http(s): __init__ checked it.
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310
-        status: int | None = None
+        url = f"{self.base_url}{path}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                body = response.read()
-        except urllib.error.HTTPError as error:
-            # Prometheus answers a bad query with 400/422/503 and an error document.
-            status, body = error.code, error.read()
-            error.close()
-        except urllib.error.URLError as error:
+            response = self._session.get(
+                url,
+                params=params,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+                stream=True,
+            )
+            body = read_body(response)
+        except requests.RequestException as error:
             raise EcomaError(
-                f"cannot reach Prometheus at {self.base_url}: {error.reason}. {_URL_FIX}"
+                f"cannot reach Prometheus at {self.shown_url}: "
+                f"{failure_reason(error, self.timeout)}. {_URL_FIX}"
             ) from None
-        except (TimeoutError, OSError, http.client.HTTPException) as error:
-            what = "timed out" if isinstance(error, TimeoutError) else repr(error)
-            raise EcomaError(
-                f"cannot reach Prometheus at {self.base_url}: {what} "
-                f"(timeout {self.timeout:g} s). {_URL_FIX}"
-            ) from None
+        except BodyTooLargeError as error:
+            raise EcomaError(f"{self.shown_url}{path}: {error}. {_URL_FIX}") from None
+        # Prometheus answers a bad query with 400/422/503 and an error document.
+        status: int | None = response.status_code if response.status_code >= 400 else None
         document = _json(body)
         if document is None or document.get("status") not in ("success", "error"):
             got = f"HTTP {status}" if status is not None else "an answer"
             raise EcomaError(
-                f"{self.base_url}{path} gave {got} that is not Prometheus API JSON. {_URL_FIX}"
+                f"{self.shown_url}{path} gave {got} that is not Prometheus API JSON. {_URL_FIX}"
             )
         if document["status"] == "error":
             raise EcomaError(
                 f"Prometheus rejected the query {query!r}: "
-                f"{document.get('errorType', 'error')}: {document.get('error', '(no message)')}"
+                f"{_short(document.get('errorType', 'error'))}: "
+                f"{_short(document.get('error', '(no message)'))}"
             )
         data = document.get("data")
         if not isinstance(data, dict):
-            raise EcomaError(f"{self.base_url}{path} answered without data. {_URL_FIX}")
+            raise EcomaError(f"{self.shown_url}{path} answered without data. {_URL_FIX}")
         return data
+
+
+def _short(value: object, limit: int = 300) -> str:
+    """What a server said, on one line and cut short (a hostile one may send a page)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _json(body: bytes) -> dict[str, Any] | None:
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return document if isinstance(document, dict) else None
 

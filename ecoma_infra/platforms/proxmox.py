@@ -15,6 +15,7 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -510,3 +511,27 @@ def _proxmox_message(error: ResourceException) -> str:
     if isinstance(errors, dict) and errors:
         message += " (" + "; ".join(f"{k}: {str(v).strip()}" for k, v in errors.items()) + ")"
     return message
+
+
+_EPOCH_SECONDS = re.compile(r"[0-9]{1,12}")
+
+
+def token_expiry(info: Mapping[str, Any], token_id: TokenId) -> datetime | None:
+    """When a token expires, from its info's `expire` (seconds since the epoch; 0 or absent:
+    never). Anything else is an error that does not repeat the value: an answer that puts
+    something unexpected there may carry a secret."""
+    raw = info.get("expire")
+    if raw in (None, 0, "", "0"):
+        return None
+    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+    if not isinstance(text, str) or _EPOCH_SECONDS.fullmatch(text) is None:
+        raise ProxmoxApiError(
+            f"Proxmox API: the `expire` of token {token_id} is not a number of seconds "
+            "(the value is not shown). Check the PVE version and the token in the GUI"
+        )
+    try:
+        return datetime.fromtimestamp(int(text), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ProxmoxApiError(
+            f"Proxmox API: the `expire` of token {token_id} is out of range"
+        ) from None

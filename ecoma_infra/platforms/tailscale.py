@@ -1,27 +1,37 @@
-"""The Tailscale API v2 over urllib: the real `seams.Tailnet`, and key expiry for
-`ecoma-infra credentials check`.
+"""The Tailscale API v2 over `requests`: the real `seams.Tailnet`, and key expiry for
+`ecoma-infra credentials check`. Calls that meet Tailscale's rate limit (429) or a passing server
+error are repeated as `Retry-After` asks (`platforms.http`).
 
 Authentication is an API access token (`TAILSCALE_API_KEY`, sent as a bearer token) or an OAuth
 client (`ecoma:tailscale.oauth_client_id` and `TAILSCALE_OAUTH_CLIENT_SECRET`), whose client
 credentials are exchanged at `/api/v2/oauth/token` for an access token that is cached until
 shortly before it expires. No key, client secret or access token appears in a message, a repr or
-a log: errors name the environment variable instead.
+a log: errors name the environment variable instead, and whatever the server sends back is
+masked before it is shown (`secret_shapes.mask_secrets`), since a broken or hostile server may
+echo a credential.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import requests
+
 from ecoma_infra.errors import EcomaError
+from ecoma_infra.platforms.http import (
+    BodyTooLargeError,
+    failure_reason,
+    read_body,
+    retrying_session,
+)
 from ecoma_infra.platforms.seams import Device
 from ecoma_infra.stack.model import TailscaleSettings
+from ecoma_infra.stack.secret_shapes import mask_secrets
 
 DEFAULT_BASE_URL = "https://api.tailscale.com"
 API_KEY_ENV = "TAILSCALE_API_KEY"
@@ -55,6 +65,7 @@ class TailscaleApi:
         base_url: str = DEFAULT_BASE_URL,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        retry_after_max: int = 30,
     ) -> None:
         if bool(api_key) == bool(oauth_client_id and oauth_client_secret):
             raise EcomaError(
@@ -72,6 +83,10 @@ class TailscaleApi:
         self._clock = clock
         self._token: str | None = None
         self._token_expires = 0.0
+        # The OAuth exchange may be repeated too: a second token for the same client is harmless.
+        self._session = retrying_session(
+            methods=("GET", "DELETE", "POST"), retry_after_max=retry_after_max
+        )
         self.credential = API_KEY_ENV if api_key else OAUTH_CLIENT_SECRET_ENV
         """The environment variable the credential came from, for error messages."""
         self.granted_scopes: frozenset[str] | None = None
@@ -162,8 +177,10 @@ class TailscaleApi:
         try:
             expires = datetime.fromisoformat(str(raw))
         except ValueError:
+            # The value is not shown: what a server puts in a field it should not may be a key.
             raise TailscaleApiError(
-                f"Tailscale API GET key {key_id}: `expires` is not a timestamp: {raw!r}"
+                f"Tailscale API GET key {key_id}: `expires` is not a timestamp (the value is "
+                "not shown). Check: TAILSCALE_BASE_URL points at the Tailscale API"
             ) from None
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
@@ -242,13 +259,11 @@ class TailscaleApi:
 
     def _exchange(self) -> None:
         """The OAuth client credentials grant: client id and secret for an access token."""
-        form = urllib.parse.urlencode(
-            {
-                "client_id": self._client_id or "",
-                "client_secret": self._client_secret or "",
-                "grant_type": "client_credentials",
-            }
-        ).encode()
+        form = {
+            "client_id": self._client_id or "",
+            "client_secret": self._client_secret or "",
+            "grant_type": "client_credentials",
+        }
         started = self._clock()
         body = self._request("POST", "/api/v2/oauth/token", None, form)
         token = body.get("access_token") if isinstance(body, dict) else None
@@ -258,7 +273,13 @@ class TailscaleApi:
                 f"check the OAuth client {self._client_id} in the admin console"
             )
         lifetime = body.get("expires_in", 3600)
-        seconds = float(lifetime) if isinstance(lifetime, int | float) else 3600.0
+        seconds = (
+            float(lifetime)
+            if isinstance(lifetime, int | float) and not isinstance(lifetime, bool)
+            else 3600.0
+        )
+        if not 0 <= seconds <= 86400 * 365:  # NaN fails both comparisons too
+            seconds = 3600.0
         scope = body.get("scope")
         self.granted_scopes = frozenset(scope.split()) if isinstance(scope, str) else None
         self._token = token
@@ -269,45 +290,50 @@ class TailscaleApi:
         method: str,
         path: str,
         authorization: str | None,
-        form: bytes | None = None,
+        form: dict[str, str] | None = None,
         *,
         json_body: bytes | None = None,
     ) -> Any:
-        url = self.base_url + path
-        data = form if json_body is None else json_body
-        request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (scheme checked)
-        request.add_header("Accept", "application/json")
-        if form is not None:
-            request.add_header("Content-Type", "application/x-www-form-urlencoded")
+        headers = {"Accept": "application/json"}
         if json_body is not None:
-            request.add_header("Content-Type", "application/json")
+            headers["Content-Type"] = "application/json"
         if authorization:
-            request.add_header("Authorization", authorization)
+            headers["Authorization"] = authorization
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                text = response.read().decode("utf-8", "replace")
-        except urllib.error.HTTPError as error:
-            detail = _tailscale_message(error)
+            response = self._session.request(
+                method,
+                self.base_url + path,
+                headers=headers,
+                data=form if json_body is None else json_body,
+                timeout=self._timeout,
+                stream=True,
+            )
+            raw = read_body(response)
+        except requests.RequestException as error:
             raise TailscaleApiError(
                 self._redact(
-                    f"Tailscale API {method} {path}: HTTP {error.code}: {detail}. "
-                    f"Check: {self._hint(error.code, path)}"
-                ),
-                error.code,
-            ) from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise TailscaleApiError(
-                self._redact(
-                    f"Tailscale API {method} {path}: no answer from {self.base_url}: {reason}. "
+                    f"Tailscale API {method} {path}: no answer from {self.base_url}: "
+                    f"{failure_reason(error, self._timeout)}. "
                     "Check the network, a proxy (HTTPS_PROXY) or TAILSCALE_BASE_URL"
                 )
             ) from None
+        except BodyTooLargeError as error:
+            raise TailscaleApiError(f"Tailscale API {method} {path}: {error}") from None
+        text = raw.decode("utf-8", "replace")
+        if response.status_code >= 400:
+            detail = _tailscale_message(text, response.reason)
+            raise TailscaleApiError(
+                self._redact(
+                    f"Tailscale API {method} {path}: HTTP {response.status_code}: {detail}. "
+                    f"Check: {self._hint(response.status_code, path)}"
+                ),
+                response.status_code,
+            )
         if not text.strip():
             return {}
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise TailscaleApiError(
                 f"Tailscale API {method} {path}: the answer is not JSON"
             ) from None
@@ -334,18 +360,20 @@ class TailscaleApi:
         for secret in (self._api_key, self._client_secret, self._token):
             if secret:
                 text = text.replace(secret, "[secret]")
-        return text
+        return mask_secrets(text)
 
 
 def _segment(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
-def _tailscale_message(error: urllib.error.HTTPError) -> str:
-    """Tailscale's own words from an error answer (`{"message": ...}`), else the reason."""
+def _tailscale_message(text: str, reason: str | None) -> str:
+    """Tailscale's own words from an error answer (`{"message": ...}`), else the reason; cut
+    short, since a hostile server may send a page."""
     try:
-        body = json.loads(error.read().decode("utf-8", "replace") or "{}")
-    except (json.JSONDecodeError, OSError):
+        body = json.loads(text or "{}")
+    except (json.JSONDecodeError, RecursionError):
         body = {}
     message = body.get("message") if isinstance(body, dict) else None
-    return str(message or error.reason or "no message")
+    shown = " ".join(str(message or reason or "no message").split())
+    return shown if len(shown) <= 300 else shown[:297] + "..."

@@ -21,14 +21,34 @@ CLI feed it the same mapping from different places.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+)
+
+from ecoma_infra.stack.secret_shapes import PROVIDER_SECRET_KEYS
 
 NAMESPACE = "ecoma"
+# The config namespaces something reads besides ours: Pulumi's own (`pulumi:tags`,
+# `pulumi:disable-default-providers`) and those of the providers this program uses.
+OTHER_NAMESPACES: tuple[str, ...] = ("pulumi", *PROVIDER_SECRET_KEYS)
+# What Pulumi reads from a stack file (pulumi.com/docs/iac/concepts/projects/stack-settings-file).
+STACK_FILE_KEYS = ("config", "secretsprovider", "encryptedkey", "encryptionsalt", "environment")
 
 Tier = Literal["swap", "hot", "warm", "cold"]
 Role = Literal["cpl", "ops", "sts", "wkr"]
@@ -46,11 +66,55 @@ MAX_DISKS = len(TIERS)
 
 # RFC 1123 label: what a hostname, a Tailscale machine name and a k8s node name all accept.
 DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-DURATION = r"^[1-9][0-9]*(s|m|h|d)$"
+# At most 7 digits: every duration here is checked against a bound far below 10^7 units, and
+# `99999999999d` would overflow `timedelta` before any bound is checked.
+DURATION = r"^[1-9][0-9]{0,6}(s|m|h|d)$"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Name = Annotated[str, StringConstraints(pattern=DNS_LABEL)]
 Duration = Annotated[str, StringConstraints(pattern=DURATION)]
+# A value of one word: no blank, no space, no control character.
+Word = Annotated[str, StringConstraints(pattern=r"^\S+$")]
+# A DNS name: labels of letters, digits and '-', joined by dots, 253 characters at most.
+DNS_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+# A Proxmox storage id (PVE's `pve-storage-id` format: [a-z][a-z0-9-_.]*[a-z0-9], any case).
+DATASTORE = r"^[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]$"
+Datastore = Annotated[str, StringConstraints(pattern=DATASTORE)]
+# Kubernetes supports clusters of at most 5,000 nodes ("Considerations for large clusters",
+# kubernetes.io/docs/setup/best-practices/cluster-large); a pool's max beyond that is a typo.
+MAX_CLUSTER_NODES = 5000
+# Burst nodes are disposable capacity for a load peak (the seed); a lease longer than this is
+# a static node in disguise, and the reaper would never see it end.
+MAX_BURST_TTL = "30d"
+# Tailscale auth keys expire after 1 to 90 days (pulumi_tailscale TailnetKey.expiry: "Defaults
+# to 7776000 (90 days)", the API's maximum).
+MAX_KEY_EXPIRY = "90d"
+MAX_COOLDOWN = "1d"
+MAX_CREDENTIAL_AGE = "3650d"
+# A bound against typos, not a platform limit: 4 TiB is above the RAM of any hypervisor this
+# project plans for, and 10^15 MB passes the provider's integer type but no host has it.
+MAX_MEMORY_MB = 4 * 1024 * 1024
+
+
+def _as_text(value: Any) -> Any:
+    """Addresses are written as text: YAML's `true` or `168430091` would otherwise become
+    0.0.0.1 or 10.10.10.11 without a word."""
+    if isinstance(value, str | IPv4Address | IPv4Network):
+        return value
+    raise ValueError("write the address or network as text, e.g. 10.41.1.20 or 10.41.1.0/24")
+
+
+Address = Annotated[IPv4Address, BeforeValidator(_as_text)]
+Network = Annotated[IPv4Network, BeforeValidator(_as_text)]
+
+
+def _at_most(limit: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if duration_seconds(value) > duration_seconds(limit):
+            raise ValueError(f"{value} is longer than the most allowed here, {limit}")
+        return value
+
+    return AfterValidator(check)
 
 
 def burst_node_name(provider: str, index: int) -> str:
@@ -76,32 +140,38 @@ def duration_seconds(value: str) -> int:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity in any float: a NaN threshold passes every comparison as false.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NetworkPlan(_Model):
     """The address plan: Tailscale, link-local, pods, services, the SDN subnet and the fixed
     addresses in them. Every default is the design's value (README, "The stack file")."""
 
-    tailscale_cidr: IPv4Network = IPv4Network("100.64.0.0/10")
-    link_local_cidr: IPv4Network = IPv4Network("169.254.0.0/16")
-    pod_cidr: IPv4Network = IPv4Network("10.42.0.0/16")
-    service_cidr: IPv4Network = IPv4Network("10.43.0.0/16")
-    sdn_subnet: IPv4Network = IPv4Network("10.41.1.0/24")
-    coredns_ip: IPv4Address = IPv4Address("10.43.0.10")
-    node_local_dns_ip: IPv4Address = IPv4Address("169.254.20.10")
-    kube_vip: IPv4Address = IPv4Address("10.41.1.254")
-    sdn_gateway: IPv4Address = IPv4Address("10.41.1.1")
+    tailscale_cidr: Network = IPv4Network("100.64.0.0/10")
+    link_local_cidr: Network = IPv4Network("169.254.0.0/16")
+    pod_cidr: Network = IPv4Network("10.42.0.0/16")
+    service_cidr: Network = IPv4Network("10.43.0.0/16")
+    sdn_subnet: Network = IPv4Network("10.41.1.0/24")
+    coredns_ip: Address = IPv4Address("10.43.0.10")
+    node_local_dns_ip: Address = IPv4Address("169.254.20.10")
+    kube_vip: Address = IPv4Address("10.41.1.254")
+    sdn_gateway: Address = IPv4Address("10.41.1.1")
     # No default: nothing in the SDN serves DNS by itself (a Proxmox Simple zone runs dnsmasq
     # only with DHCP on, and an L2 zone has no Proxmox gateway at all), and cloud-init's apt and
     # the Tailscale install need a resolver on first boot. The stack file names them.
-    dns_servers: list[IPv4Address] = Field(
+    dns_servers: list[Address] = Field(
         min_length=1,
         max_length=3,
         description="Resolvers that cloud-init writes for on-prem nodes, reachable from the SDN "
         "subnet on first boot (glibc uses at most 3).",
     )
-    search_domain: str = "ecoma.internal"
+    search_domain: str = Field(
+        "ecoma.internal",
+        pattern=DNS_NAME,
+        max_length=253,
+        description="The DNS search domain cloud-init writes for on-prem nodes.",
+    )
 
 
 SdnKind = Literal["simple", "vlan", "vxlan"]
@@ -133,14 +203,14 @@ class ProxmoxSdn(_Model):
         pattern=r"^[a-zA-Z][a-zA-Z0-9_.-]{0,14}$",
         description="vlan: the bridge on every hypervisor that carries the VLAN, e.g. vmbr0.",
     )
-    tag: int | None = Field(
+    tag: StrictInt | None = Field(
         default=None, ge=1, le=16_777_215, description="vlan: the VLAN id (1-4094); vxlan: the VNI."
     )
-    peers: dict[Name, IPv4Address] = Field(
+    peers: dict[Name, Address] = Field(
         default_factory=dict,
         description="vxlan: every hypervisor's underlay address (the VXLAN peers).",
     )
-    mtu: int | None = Field(
+    mtu: StrictInt | None = Field(
         default=None,
         ge=MIN_UNDERLAY_MTU,
         le=9000,
@@ -187,9 +257,11 @@ class TemplateImage(_Model):
 
 class ProxmoxSettings(_Model):
     endpoint: Annotated[str, StringConstraints(pattern=r"^https://[^\s/]+(:[0-9]+)?/?$")]
-    insecure: bool = Field(False, description="Skip TLS verification (self-signed PVE).")
+    insecure: StrictBool = Field(False, description="Skip TLS verification (self-signed PVE).")
     hypervisors: list[Name] = Field(min_length=1, description="Proxmox node names.")
-    template_vm_id: int = Field(9000, ge=100, description="Debian 12 cloud-image template.")
+    template_vm_id: StrictInt = Field(
+        9000, ge=100, le=999_999_999, description="Debian 12 cloud-image template."
+    )
     template_node: Name | None = Field(
         None, description="Hypervisor holding the template (default: the first hypervisor)."
     )
@@ -206,15 +278,19 @@ class ProxmoxSettings(_Model):
         description="Set to have `up` make the template from this image (off when absent).",
     )
     ssh_username: str = Field(
-        "root", description="SSH user the provider uploads cloud-init snippets with."
+        "root",
+        pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        description="SSH user the provider uploads cloud-init snippets with.",
     )
-    datastores: dict[Tier, str] = Field(description="Datastore that holds each tier's disks.")
-    snippets_datastore: str = Field("local", description="Datastore with the snippets content.")
+    datastores: dict[Tier, Datastore] = Field(description="Datastore that holds each tier's disks.")
+    snippets_datastore: Datastore = Field(
+        "local", description="Datastore with the snippets content."
+    )
     sdn: ProxmoxSdn = ProxmoxSdn()
-    clone_parallelism: int = Field(
+    clone_parallelism: StrictInt = Field(
         2, ge=1, le=8, description="Clones at once: parallel clones can fail on storage locks."
     )
-    protect_stateful: bool = Field(
+    protect_stateful: StrictBool = Field(
         True, description="Protect cpl and sts VMs against deletion and replacement."
     )
     unlock_disks: list[Name] = Field(
@@ -229,17 +305,44 @@ class ProxmoxSettings(_Model):
     )
 
 
+# One OpenSSH public key line: type, base64 blob, an optional comment; nothing after it (a
+# newline would smuggle a second key into authorized_keys).
+_PUBLIC_KEY = (
+    r"^(?P<type>ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
+    r"sk-ecdsa-sha2-nistp256@openssh\.com) (?P<blob>[A-Za-z0-9+/]+={0,2})( [^\x00-\x1f\x7f]*)?$"
+)
+
+
+def _public_key_blob_matches_type(line: str) -> str:
+    """The blob of an OpenSSH key starts with its own type name (RFC 4253 6.6): a key line whose
+    blob is not base64 or names another type was mangled or pasted wrong."""
+    match = re.match(_PUBLIC_KEY, line)
+    if match is None:  # the pattern reports it
+        return line
+    try:
+        blob = base64.b64decode(match["blob"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the key's base64 part does not decode") from None
+    length = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + length].decode("ascii", "replace") != match["type"]:
+        raise ValueError(f"the key's base64 part is not a {match['type']} key")
+    return line
+
+
+PublicKey = Annotated[
+    str, StringConstraints(pattern=_PUBLIC_KEY), AfterValidator(_public_key_blob_matches_type)
+]
+
+
 class SshSettings(_Model):
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "ecoma"
-    authorized_keys: list[
-        Annotated[str, StringConstraints(pattern=r"^(ssh-(ed25519|rsa)|ecdsa-sha2-\S+) \S+")]
-    ] = Field(min_length=1)
+    authorized_keys: list[PublicKey] = Field(min_length=1, max_length=100)
 
 
 class Disk(_Model):
     tier: Tier
-    size_gb: int = Field(ge=1, le=65536)
-    os: bool = Field(False, description="The OS disk: the root filesystem.")
+    size_gb: StrictInt = Field(ge=1, le=65536)
+    os: StrictBool = Field(False, description="The OS disk: the root filesystem.")
     filesystem: Filesystem | None = Field(
         None, description="For hot/warm/cold data disks; default: ecoma:storage.filesystems."
     )
@@ -250,26 +353,34 @@ class Node(_Model):
     role: Role
     provider: Provider = "proxmox"
     hypervisor: Name
-    vm_id: int = Field(ge=100, le=999_999_999)
-    ip: IPv4Address
-    cpu_cores: int = Field(ge=1, le=512)
-    memory_mb: int = Field(ge=512)
+    vm_id: StrictInt = Field(ge=100, le=999_999_999)
+    ip: Address
+    cpu_cores: StrictInt = Field(ge=1, le=512)
+    memory_mb: StrictInt = Field(ge=512, le=MAX_MEMORY_MB)
     disks: list[Disk] = Field(min_length=1)
 
 
 class BurstPool(_Model):
-    count: int = Field(0, ge=0, description="Burst nodes running now.")
-    max: int = Field(ge=0, description="The most nodes this pool may ever have.")
-    region: str = Field(min_length=1)
-    zone: str = Field(min_length=1, description="AZ, zone or availability domain.")
-    instance_type: str = Field(min_length=1, description="Instance type, machine type or shape.")
-    ttl: Duration = Field("4h", description="Time to live of a burst node, e.g. 90m, 4h, 1d.")
-    vpc_cidr: IPv4Network
-    subnet_cidr: IPv4Network
-    public_ip: bool = Field(
+    count: StrictInt = Field(0, ge=0, description="Burst nodes running now.")
+    max: StrictInt = Field(
+        ge=0, le=MAX_CLUSTER_NODES, description="The most nodes this pool may ever have."
+    )
+    region: str = Field(
+        pattern=r"^[a-z]+(-[a-z0-9]+)+$",
+        description="e.g. eu-central-1 (AWS), europe-west3 (GCP), eu-frankfurt-1 (OCI).",
+    )
+    zone: Word = Field(description="AZ, zone or availability domain.")
+    instance_type: Word = Field(description="Instance type, machine type or shape.")
+    ttl: Annotated[Duration, _at_most(MAX_BURST_TTL)] = Field(
+        "4h",
+        description=f"Time to live of a burst node, e.g. 90m, 4h, 1d (at most {MAX_BURST_TTL}).",
+    )
+    vpc_cidr: Network
+    subnet_cidr: Network
+    public_ip: StrictBool = Field(
         False, description="Give nodes a public IP for egress instead of a NAT gateway."
     )
-    hourly_price_usd: float = Field(ge=0, description="Price of one node per hour.")
+    hourly_price_usd: StrictFloat = Field(ge=0, le=1000, description="Price of one node per hour.")
     disks: list[Disk] = Field(min_length=1)
     expires_at: dict[Name, AwareDatetime] = Field(
         default_factory=dict,
@@ -332,9 +443,12 @@ class AwsImage(_Model):
 class AwsPool(BurstPool):
     image: AwsImage = Field(description="The Debian 12 AMI by owner and exact name.")
     role_arn: str | None = Field(
-        None, description="IAM role assumed with the CI's OIDC token (no long-lived keys)."
+        None,
+        # IAM role ARNs: arn:<partition>:iam::<account>:role/<path><name> (IAM identifiers).
+        pattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
+        description="IAM role assumed with the CI's OIDC token (no long-lived keys).",
     )
-    nat_hourly_price_usd: float = Field(
+    nat_hourly_price_usd: StrictFloat = Field(
         0.057,
         ge=0,
         description="NAT gateway and its public IPv4 per hour (eu-central-1: 0.052 + 0.005); "
@@ -348,9 +462,7 @@ class AwsPool(BurstPool):
 
 class GcpPool(BurstPool):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-    image: str = Field(
-        min_length=1, description="Image self-link or family, e.g. projects/debian-cloud/..."
-    )
+    image: Word = Field(description="Image self-link or family, e.g. projects/debian-cloud/...")
 
 
 class OciPool(BurstPool):
@@ -361,16 +473,20 @@ class OciPool(BurstPool):
         pattern=r"^([0-9a-f]{2}:){15}[0-9a-f]{2}$", description="Of the oci_private_key."
     )
     image: str = Field(pattern=r"^ocid1\.image\.", description="The image OCID.")
-    ocpus: float | None = Field(None, gt=0, description="For flexible shapes.")
-    memory_gb: float | None = Field(None, gt=0, description="For flexible shapes.")
+    ocpus: StrictFloat | None = Field(None, gt=0, le=512, description="For flexible shapes.")
+    memory_gb: StrictFloat | None = Field(
+        None, gt=0, le=MAX_MEMORY_MB / 1024, description="For flexible shapes."
+    )
 
 
 class MetricRule(_Model):
     """One load signal: a PromQL query that returns one number, and its hysteresis band."""
 
-    query: str = Field(min_length=1, description="PromQL returning one sample (or a scalar).")
-    scale_up_above: float = Field(description="Add nodes while the value is above this.")
-    scale_down_below: float = Field(
+    query: str = Field(
+        pattern=r"\S", max_length=10_000, description="PromQL returning one sample (or a scalar)."
+    )
+    scale_up_above: StrictFloat = Field(description="Add nodes while the value is above this.")
+    scale_down_below: StrictFloat = Field(
         description="Remove nodes only while every signal is below its own value of this."
     )
 
@@ -386,9 +502,13 @@ class AutoscaleSettings(_Model):
     cpu: MetricRule = Field(description="CPU use of the worker nodes (0..1).")
     queue: MetricRule = Field(description="Length of the work queue (messages).")
     latency: MetricRule = Field(description="Request latency (seconds, e.g. p95).")
-    step: int = Field(1, ge=1, le=10, description="Nodes added or removed per decision.")
-    cooldown: Duration = Field("10m", description="No new decision this soon after a change.")
-    min_nodes: int = Field(0, ge=0, description="Burst nodes kept even when the load is low.")
+    step: StrictInt = Field(1, ge=1, le=10, description="Nodes added or removed per decision.")
+    cooldown: Annotated[Duration, _at_most(MAX_COOLDOWN)] = Field(
+        "10m", description="No new decision this soon after a change."
+    )
+    min_nodes: StrictInt = Field(
+        0, ge=0, le=MAX_CLUSTER_NODES, description="Burst nodes kept even when the load is low."
+    )
 
     @property
     def cooldown_seconds(self) -> int:
@@ -399,7 +519,9 @@ class AutoscaleSettings(_Model):
 
 
 class BurstSettings(_Model):
-    budget_usd_per_hour: float = Field(ge=0, description="Cap on all burst pools together.")
+    budget_usd_per_hour: StrictFloat = Field(
+        ge=0, le=100_000, description="Cap on all burst pools together."
+    )
     aws: AwsPool | None = None
     gcp: GcpPool | None = None
     oci: OciPool | None = None
@@ -421,12 +543,16 @@ TagName = Annotated[str, StringConstraints(pattern=r"^tag:[a-z0-9][a-z0-9-]*$")]
 
 
 class TailscaleSettings(_Model):
-    tailnet: str = Field(min_length=1, description="Tailnet name, e.g. ecoma.io or '-'.")
+    tailnet: str = Field(
+        pattern=r"^[A-Za-z0-9._@-]+$", description="Tailnet name, e.g. ecoma.io or '-'."
+    )
     magic_dns_suffix: str = Field(
         pattern=r"^[a-z0-9-]+\.ts\.net$", description="e.g. tail1234.ts.net"
     )
     oauth_client_id: str | None = Field(
-        None, description="OAuth client id; its secret is the tailscale_oauth_client_secret key."
+        None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="OAuth client id; its secret is the tailscale_oauth_client_secret key.",
     )
     tags: dict[Role, TagName] = Field(
         default_factory=lambda: {role: f"tag:ecoma-{role}" for role in ROLES}
@@ -434,7 +560,9 @@ class TailscaleSettings(_Model):
     subnet_routers: list[Name] = Field(
         min_length=1, description="On-prem nodes that advertise the SDN subnet."
     )
-    key_expiry: Duration = "1h"
+    key_expiry: Annotated[Duration, _at_most(MAX_KEY_EXPIRY)] = Field(
+        "1h", description=f"Expiry of the nodes' auth keys (at most {MAX_KEY_EXPIRY})."
+    )
     admins: list[Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$")]] = Field(
         default_factory=list,
         description="Tailnet users (emails) in group:ecoma-admins: SSH to every node.",
@@ -495,9 +623,13 @@ class K3sSettings(_Model):
         description="The k3s release every node runs; change it with `ecoma-infra upgrade`."
     )
     flannel_backend: Literal["vxlan", "wireguard-native", "host-gw"] = "vxlan"
-    node_local_dns: bool = True
-    server_args: list[str] = Field(default_factory=list)
-    agent_args: list[str] = Field(default_factory=list)
+    node_local_dns: StrictBool = True
+    server_args: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list, description="Extra k3s server flags (no secrets: see k3s_token)."
+    )
+    agent_args: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list, description="Extra k3s agent flags (no secrets)."
+    )
     etcd_snapshots: EtcdSnapshotSettings = EtcdSnapshotSettings()
 
 
@@ -530,8 +662,10 @@ class CredentialPolicy(_Model):
     """When a credential of the stack was last rotated and how old it may get."""
 
     rotated_at: AwareDatetime = Field(description="When it was last created or rotated.")
-    max_age: Duration = Field("90d", description="Rotate before it is this old.")
-    key_id: str | None = Field(
+    max_age: Annotated[Duration, _at_most(MAX_CREDENTIAL_AGE)] = Field(
+        "90d", description="Rotate before it is this old."
+    )
+    key_id: Word | None = Field(
         None,
         description="The provider's id of it, to read its expiry (Tailscale key id, "
         "Proxmox USER@REALM!TOKENID, OCI key fingerprint).",
@@ -632,15 +766,18 @@ def json_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             "secretsprovider": {"type": "string"},
+            "encryptedkey": {"type": "string"},
             "encryptionsalt": {"type": "string"},
+            "environment": {},
             "config": {
                 "type": "object",
                 "properties": properties,
                 "required": required,
-                "patternProperties": {r"^(?!ecoma:)[a-zA-Z0-9_-]+:": {}},
+                "patternProperties": {rf"^({'|'.join(OTHER_NAMESPACES)}):.": {}},
                 "additionalProperties": False,
             },
         },
+        "additionalProperties": False,
         "required": ["config"],
         "$defs": definitions,
     }

@@ -5,41 +5,51 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from ecoma_infra.stack.issues import ConfigIssue
 from ecoma_infra.stack.model import (
     DATA_TIERS,
+    MAX_CLUSTER_NODES,
     MAX_DISKS,
     NAMESPACE,
     ON_PREM_ONLY_ROLES,
     ROLES,
     SECRET_KEYS,
     AutoscaleSettings,
+    AwsPool,
     BurstPool,
     CloudProvider,
     Disk,
     StackConfig,
 )
-from ecoma_infra.stack.names import burst_node_index, burst_node_names
+from ecoma_infra.stack.names import burst_node_index
+from ecoma_infra.stack.secret_shapes import secret_flag, secret_kind
 
 OCI_MIN_VOLUME_GB = 50  # OCI's smallest block and boot volume
 MAX_VLAN_ID = 4094
+# How far a recorded time may be ahead of this machine's clock.
+CLOCK_SKEW = timedelta(hours=1)
 
 
-def check_rules(config: StackConfig) -> list[ConfigIssue]:
-    """Every rule that spans fields, all at once, in a stable order."""
+def check_rules(config: StackConfig, *, now: datetime | None = None) -> list[ConfigIssue]:
+    """Every rule that spans fields, all at once, in a stable order. `now` (default: the clock)
+    is what recorded times must not be after."""
+    now = now or datetime.now(UTC)
     return [
         *_node_rules(config),
         *_uniqueness_rules(config),
         *_network_rules(config),
+        *_cloud_network_rules(config),
         *_sdn_rules(config),
         *_resolver_rules(config),
         *_template_rules(config),
-        *_burst_rules(config),
+        *_burst_rules(config, now),
         *_tailscale_rules(config),
-        *_credential_rules(config),
+        *_k3s_rules(config),
+        *_credential_rules(config, now),
     ]
 
 
@@ -150,18 +160,20 @@ def _duplicates(values: Iterable[Any]) -> list[Any]:
 
 
 def _uniqueness_rules(config: StackConfig) -> Iterator[ConfigIssue]:
-    burst_names = [
-        name
-        for provider, pool in config.burst.pools().items()
-        for name in burst_node_names(provider, pool.max)
-    ]
+    pools = config.burst.pools()
     for name in _duplicates([n.name for n in config.nodes]):
         yield ConfigIssue(
             f"{NAMESPACE}:nodes[{name}].name",
             "name used by more than one node",
             "give every node its own name",
         )
-    for name in sorted({n.name for n in config.nodes} & set(burst_names)):
+    reserved = {
+        name
+        for name in (n.name for n in config.nodes)
+        for provider, pool in pools.items()
+        if (index := burst_node_index(provider, name)) is not None and index <= pool.max
+    }
+    for name in sorted(reserved):
         yield ConfigIssue(
             f"{NAMESPACE}:nodes[{name}].name",
             "name is reserved for a burst node (wkr-<provider>-<n>)",
@@ -265,9 +277,25 @@ def _network_rules(config: StackConfig) -> Iterator[ConfigIssue]:
             )
 
 
-def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+def _burst_rules(config: StackConfig, now: datetime) -> Iterator[ConfigIssue]:
     burst = config.burst
     pools = burst.pools()
+    ceiling = len(config.nodes) + sum(pool.max for pool in pools.values())
+    if ceiling > MAX_CLUSTER_NODES:
+        yield ConfigIssue(
+            f"{NAMESPACE}:burst",
+            f"{len(config.nodes)} nodes and pools of max "
+            f"{' + '.join(str(pool.max) for pool in pools.values())} make up to {ceiling} nodes, "
+            f"above Kubernetes' {MAX_CLUSTER_NODES} nodes per cluster",
+            "lower the pools' max",
+        )
+    if burst.last_scaled_at is not None and burst.last_scaled_at > now + CLOCK_SKEW:
+        yield ConfigIssue(
+            f"{NAMESPACE}:burst.last_scaled_at",
+            f"{burst.last_scaled_at:%Y-%m-%dT%H:%M:%SZ} is in the future: the autoscaler's "
+            "cooldown would never end",
+            "remove it; `ecoma-infra burst` writes it",
+        )
     for provider, pool in pools.items():
         where = f"{NAMESPACE}:burst.{provider}"
         if pool.count > pool.max:
@@ -292,7 +320,7 @@ def _burst_rules(config: StackConfig) -> Iterator[ConfigIssue]:
                         f"({OCI_MIN_VOLUME_GB} GB)",
                         f"give the disk at least {OCI_MIN_VOLUME_GB} GB",
                     )
-        yield from _lease_rules(where, provider, pool)
+        yield from _lease_rules(where, provider, pool, now)
     if burst.autoscale is not None:
         yield from _autoscale_rules(burst.autoscale, pools)
     hourly = sum(pool.hourly_cost() for pool in pools.values())
@@ -337,8 +365,26 @@ def _autoscale_rules(
         )
 
 
-def _lease_rules(where: str, provider: str, pool: BurstPool) -> Iterator[ConfigIssue]:
-    """The leases `ecoma-infra burst` writes: one per running node, named for this pool."""
+def _lease_rules(
+    where: str, provider: str, pool: BurstPool, now: datetime
+) -> Iterator[ConfigIssue]:
+    """The leases `ecoma-infra burst` writes: one per running node, named for this pool, each
+    ending after it starts; nothing launched in the future."""
+    for name in sorted(set(pool.expires_at) & set(pool.launched_at)):
+        if pool.expires_at[name] <= pool.launched_at[name]:
+            yield ConfigIssue(
+                f"{where}.expires_at.{name}",
+                f"the lease ends ({pool.expires_at[name]:%Y-%m-%dT%H:%M:%SZ}) before it starts "
+                f"(launched_at {pool.launched_at[name]:%Y-%m-%dT%H:%M:%SZ})",
+                "remove both entries; `ecoma-infra burst` keeps these maps",
+            )
+    for name, launched in sorted(pool.launched_at.items()):
+        if launched > now + CLOCK_SKEW:
+            yield ConfigIssue(
+                f"{where}.launched_at.{name}",
+                f"{launched:%Y-%m-%dT%H:%M:%SZ} is in the future",
+                "remove the entry; `ecoma-infra burst` keeps this map",
+            )
     for field in ("expires_at", "launched_at"):
         for name in sorted(getattr(pool, field)):
             index = burst_node_index(provider, name)
@@ -358,14 +404,142 @@ def _lease_rules(where: str, provider: str, pool: BurstPool) -> Iterator[ConfigI
         )
 
 
-def _credential_rules(config: StackConfig) -> Iterator[ConfigIssue]:
-    for key in sorted(config.credentials):
+def _credential_rules(config: StackConfig, now: datetime) -> Iterator[ConfigIssue]:
+    for key, record in sorted(config.credentials.items()):
         if key not in SECRET_KEYS:
             yield ConfigIssue(
                 f"{NAMESPACE}:credentials.{key}",
                 "not a credential of this project",
                 f"use one of: {', '.join(SECRET_KEYS)}",
             )
+        if record.rotated_at > now + CLOCK_SKEW:
+            yield ConfigIssue(
+                f"{NAMESPACE}:credentials.{key}.rotated_at",
+                f"{record.rotated_at:%Y-%m-%dT%H:%M:%SZ} is in the future: the credential would "
+                "never be due for rotation",
+                "give the time it was really created or rotated",
+            )
+
+
+def _k3s_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    """k3s flags go into the inventory as plain text, which ansible-runner writes to disk: a
+    secret among them would leave the secret channel (docs/contracts.md)."""
+    k3s = config.k3s
+    for field, args in (("server_args", k3s.server_args), ("agent_args", k3s.agent_args)):
+        for index, flag in secret_flag(args):
+            yield ConfigIssue(
+                f"{NAMESPACE}:k3s.{field}[{index}]",
+                f"`{flag}` carries a secret, and these flags reach the inventory in plain text",
+                "remove it: the join token is the secret ecoma:k3s_token (ecoma:k3s_agent_token "
+                "for agents), which the playbook hands to k3s through a 0600 file",
+            )
+            following = index + 1
+            if "=" not in args[index] and following < len(args):
+                yield ConfigIssue(
+                    f"{NAMESPACE}:k3s.{field}[{following}]",
+                    f"the value of `{flag}` in plain text",
+                    "remove it together with the flag",
+                )
+        for index, arg in enumerate(args):
+            kind = secret_kind(arg)
+            if kind and not any(i in (index, index - 1) for i, _ in secret_flag(args)):
+                yield ConfigIssue(
+                    f"{NAMESPACE}:k3s.{field}[{index}]",
+                    f"looks like {kind} in plain text",
+                    "remove it; secrets are separate `secure:` keys",
+                )
+    if k3s.flannel_backend == "host-gw":
+        yield ConfigIssue(
+            f"{NAMESPACE}:k3s.flannel_backend",
+            "host-gw routes pod CIDRs between nodes on one layer 2, which the Tailscale overlay "
+            "between on-prem and cloud nodes cannot carry",
+            "use vxlan or wireguard-native",
+        )
+
+
+# AWS: "The allowed block size is between a /16 netmask (65,536 IP addresses) and /28 netmask
+# (16 IP addresses)", for a VPC and a subnet alike (EC2 API CreateVpc, CreateSubnet). OCI: "The
+# CIDR blocks can range from /16 to /30" (Core Services API CreateVcn), subnets likewise. GCP:
+# the smallest IPv4 subnet range is /29 (VPC "Valid ranges"); its networks have no range of
+# their own (program/components/gcp.py), so only the subnet is bound.
+_PREFIX_BOUNDS: dict[str, dict[str, tuple[int, int]]] = {
+    "aws": {"vpc_cidr": (16, 28), "subnet_cidr": (16, 28)},
+    "oci": {"vpc_cidr": (16, 30), "subnet_cidr": (16, 30)},
+    "gcp": {"subnet_cidr": (8, 29)},
+}
+# RFC 1918: a VPC range outside these would shadow those internet addresses for the nodes
+# (AWS, GCP and OCI all recommend them; GCP accepts others only as "privately used public IPs").
+_PRIVATE_RANGES = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+# The NAT gateway's own public subnet (program/components/aws.py) is a /28.
+NAT_SUBNET_PREFIX = 28
+
+
+def _cloud_network_rules(config: StackConfig) -> Iterator[ConfigIssue]:
+    for provider, pool in config.burst.pools().items():
+        where = f"{NAMESPACE}:burst.{provider}"
+        for field, (widest, narrowest) in _PREFIX_BOUNDS[provider].items():
+            network: IPv4Network = getattr(pool, field)
+            if not widest <= network.prefixlen <= narrowest:
+                yield ConfigIssue(
+                    f"{where}.{field}",
+                    f"{network} is a /{network.prefixlen}; {provider.upper()} takes /{widest} "
+                    f"to /{narrowest}",
+                    f"choose a range between /{widest} and /{narrowest}",
+                )
+        for field in ("vpc_cidr", "subnet_cidr"):
+            network = getattr(pool, field)
+            if not any(network.subnet_of(private) for private in _PRIVATE_RANGES):
+                yield ConfigIssue(
+                    f"{where}.{field}",
+                    f"{network} is not a private range (RFC 1918): nodes could not reach the "
+                    "internet addresses it shadows",
+                    "choose a range inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16",
+                )
+        if provider == "aws" and isinstance(pool, AwsPool):
+            yield from _aws_zone_and_nat_rules(where, pool)
+        if provider == "gcp" and not pool.zone.startswith(f"{pool.region}-"):
+            yield ConfigIssue(
+                f"{where}.zone",
+                f"{pool.zone} is not a zone of region {pool.region} (GCP zones are "
+                "<region>-<letter>)",
+                f"use a zone of {pool.region}, e.g. {pool.region}-a",
+            )
+
+
+def _aws_zone_and_nat_rules(where: str, pool: AwsPool) -> Iterator[ConfigIssue]:
+    # AWS availability zone names are the region's name and a letter (eu-central-1a).
+    if not (pool.zone.startswith(pool.region) and pool.zone[len(pool.region) :].isalpha()):
+        yield ConfigIssue(
+            f"{where}.zone",
+            f"{pool.zone} is not an availability zone of region {pool.region}",
+            f"use a zone of {pool.region}, e.g. {pool.region}a",
+        )
+    if pool.public_ip:
+        return
+    if nat_subnet(pool.vpc_cidr, pool.subnet_cidr) is None:
+        yield ConfigIssue(
+            f"{where}.subnet_cidr",
+            f"{pool.subnet_cidr} leaves no room in vpc_cidr {pool.vpc_cidr} for the NAT "
+            f"gateway's /{NAT_SUBNET_PREFIX} (its first or last /{NAT_SUBNET_PREFIX})",
+            "shrink subnet_cidr, widen vpc_cidr, or set public_ip: true",
+        )
+
+
+def nat_subnet(vpc: IPv4Network, subnet: IPv4Network) -> IPv4Network | None:
+    """The public /28 of the NAT gateway: the VPC's last /28, else its first; None when the
+    VPC is too small or `subnet` covers both (the program's AWS pool uses this too)."""
+    if vpc.prefixlen >= NAT_SUBNET_PREFIX:
+        return None
+    return next((c for c in (_last(vpc), _first(vpc)) if not c.overlaps(subnet)), None)
+
+
+def _first(vpc: IPv4Network) -> IPv4Network:
+    return IPv4Network((vpc.network_address, NAT_SUBNET_PREFIX))
+
+
+def _last(vpc: IPv4Network) -> IPv4Network:
+    size = 2 ** (32 - NAT_SUBNET_PREFIX)
+    return IPv4Network((int(vpc.broadcast_address) - size + 1, NAT_SUBNET_PREFIX))
 
 
 def _tailscale_rules(config: StackConfig) -> Iterator[ConfigIssue]:

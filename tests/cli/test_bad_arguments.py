@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from ecoma_infra.cli import main as cli
+from ecoma_infra.platforms.pulumi_simulated import rehearsal_state_file
 
 ECOMA_INFRA = Path(sys.executable).with_name("ecoma-infra")
 RUN = ["-s", "staging", "--provider", "aws", "--count", "1", "--offline"]
@@ -182,7 +183,7 @@ def test_a_corrupt_rehearsal_state_ends_in_one_line_not_a_traceback(
     offline_project: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    state = offline_project / ".lab" / "staging" / "offline-state.json"
+    state = rehearsal_state_file(offline_project, "staging")
     state.parent.mkdir(parents=True)
     state.write_bytes(content)
 

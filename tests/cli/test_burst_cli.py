@@ -57,7 +57,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def state(root: Path) -> dict[str, Any]:
-    return json.loads((root / ".lab" / "staging" / "offline-state.json").read_text())
+    return json.loads((root / ".rehearsal" / "staging" / "state.json").read_text())
 
 
 def test_simulated_burst_then_scale_down_from_the_command_line(

@@ -27,6 +27,7 @@ from ecoma_infra.cli.commands import lab as lab_command
 from ecoma_infra.cli.commands import validate
 from ecoma_infra.cli.conventions import skip_confirmations
 from ecoma_infra.lab.state import LabHostStatus
+from ecoma_infra.platforms.pulumi_simulated import rehearsal_state_file
 
 ECOMA_INFRA = Path(sys.executable).with_name("ecoma-infra")
 
@@ -38,7 +39,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 
 def state(root: Path, stack: str = "staging") -> dict[str, Any]:
-    return json.loads((root / ".lab" / stack / "offline-state.json").read_text())
+    return json.loads(rehearsal_state_file(root, stack).read_text())
 
 
 def change_nodes(root: Path, stack: str, **memory_mb: int) -> None:
@@ -158,7 +159,7 @@ def test_drill_refuses_prod_without_allow_prod_even_with_yes(
     assert "stack prod is production" in err
     assert "--allow-prod" in err
     assert out == ""  # refused before the rehearsal was even set up
-    assert not (offline_project / ".lab" / "prod").exists()
+    assert not rehearsal_state_file(offline_project, "prod").parent.exists()
 
 
 def test_simulated_drill_of_prod_runs_with_allow_prod(

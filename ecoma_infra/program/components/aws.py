@@ -30,8 +30,8 @@ from ecoma_infra.program.disks import aws_device, extra_disks, ordered
 from ecoma_infra.program.tags import cost_tags
 from ecoma_infra.stack.model import AwsPool, Disk, Tier
 from ecoma_infra.stack.pulumi_config import Secrets
+from ecoma_infra.stack.rules import NAT_SUBNET_PREFIX, nat_subnet
 
-NAT_SUBNET_PREFIX = 28
 ANYWHERE = "0.0.0.0/0"
 # A fixed attachment slot per tier, so that adding or removing one disk never moves another.
 # The guest finds a disk by its NVMe serial (the volume id), never by this name.
@@ -108,22 +108,16 @@ def make_provider(
 
 
 def nat_subnet_cidr(vpc: IPv4Network, subnet: IPv4Network) -> IPv4Network:
-    """The small public subnet that holds the NAT gateway: the VPC's last /28, else its first."""
-    if vpc.prefixlen > NAT_SUBNET_PREFIX:
+    """The small public subnet that holds the NAT gateway: the VPC's last /28, else its first
+    (`validate` checks there is one: stack.rules.nat_subnet)."""
+    found = nat_subnet(vpc, subnet)
+    if found is None:
         raise EcomaError(
-            f"ecoma:burst.aws.vpc_cidr: {vpc} is too small for a NAT subnet. "
-            f"Fix: use a VPC of /{NAT_SUBNET_PREFIX - 1} or larger, or set public_ip: true"
+            f"ecoma:burst.aws.subnet_cidr: {subnet} leaves no room in vpc_cidr {vpc} for the NAT "
+            f"gateway's /{NAT_SUBNET_PREFIX}. Fix: shrink subnet_cidr, widen vpc_cidr or set "
+            "public_ip: true"
         )
-    size = 2 ** (32 - NAT_SUBNET_PREFIX)
-    last = IPv4Network((int(vpc.broadcast_address) - size + 1, NAT_SUBNET_PREFIX))
-    first = IPv4Network((vpc.network_address, NAT_SUBNET_PREFIX))
-    for candidate in (last, first):
-        if not candidate.overlaps(subnet):
-            return candidate
-    raise EcomaError(
-        f"ecoma:burst.aws.subnet_cidr: {subnet} fills vpc_cidr {vpc}, leaving no room for the "
-        f"NAT gateway's /{NAT_SUBNET_PREFIX}. Fix: shrink subnet_cidr or set public_ip: true"
-    )
+    return found
 
 
 def _root_device(node: str, root: aws.ec2.outputs.InstanceRootBlockDevice) -> str:
