@@ -41,23 +41,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "(state kept in .rehearsal/<stack>/state.json; `--offline --reset` starts over)",
     )
     parser.add_argument("--reset", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--kubeconfig", metavar="FILE", type=Path, help="default: $KUBECONFIG or ~/.kube/config"
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        metavar="SECONDS",
-        type=conventions.seconds,
-        default=600.0,
-        help="per node (600)",
-    )
-    parser.add_argument(
-        "--ready-timeout",
-        metavar="SECONDS",
-        type=conventions.seconds,
-        default=900.0,
-        help="for new nodes to be Ready (900)",
-    )
+    conventions.add_cluster_options(parser, ready_help="for new nodes to be Ready (900)")
     parser.add_argument(
         "--metrics-file",
         metavar="FILE",

@@ -24,6 +24,7 @@ import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -59,6 +60,27 @@ def add_yes_option(parser: argparse.ArgumentParser, what: str = "apply without a
 
 def skip_confirmations(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "yes", False)) or truthy(os.environ.get(SKIP_CONFIRMATIONS_ENV))
+
+
+def add_cluster_options(
+    parser: argparse.ArgumentParser, *, drain: bool = True, ready_help: str
+) -> None:
+    """`--kubeconfig`, `--drain-timeout` (when the command drains) and `--ready-timeout`: what
+    every command that waits on the cluster takes."""
+    parser.add_argument(
+        "--kubeconfig", metavar="FILE", type=Path, help="default: $KUBECONFIG or ~/.kube/config"
+    )
+    if drain:
+        parser.add_argument(
+            "--drain-timeout",
+            metavar="SECONDS",
+            type=seconds,
+            default=600.0,
+            help="per node (600)",
+        )
+    parser.add_argument(
+        "--ready-timeout", metavar="SECONDS", type=seconds, default=900.0, help=ready_help
+    )
 
 
 def add_json_option(parser: argparse.ArgumentParser, what: str = "one JSON document") -> None:

@@ -37,23 +37,10 @@ def add_inventory_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, *, drain: bool = True) -> None:
-    parser.add_argument(
-        "--kubeconfig", metavar="FILE", type=Path, help="default: $KUBECONFIG or ~/.kube/config"
-    )
-    if drain:
-        parser.add_argument(
-            "--drain-timeout",
-            metavar="SECONDS",
-            type=conventions.seconds,
-            default=600.0,
-            help="per node (600)",
-        )
-    parser.add_argument(
-        "--ready-timeout",
-        metavar="SECONDS",
-        type=conventions.seconds,
-        default=900.0,
-        help="for a node to be Ready, and etcd healthy, after its change (900)",
+    conventions.add_cluster_options(
+        parser,
+        drain=drain,
+        ready_help="for a node to be Ready, and etcd healthy, after its change (900)",
     )
     conventions.add_yes_option(parser)
 

@@ -3,18 +3,10 @@ files, no ambient stack selection or confirmation switch from the machine runnin
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 from stacks import ROOT, stack_variant
-
-
-class FakeTerminal(io.StringIO):
-    """A text stream that says it is a terminal (what a person at a shell has)."""
-
-    def isatty(self) -> bool:
-        return True
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import FakeTerminal
+from fake_terminal import FakeTerminal
 from stacks import ROOT
 
 from ecoma_infra.cli import burst_session, conventions, stack_options

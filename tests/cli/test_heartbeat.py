@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FakeTerminal
+from fake_terminal import FakeTerminal
 from kubernetes import client
 from simulated_apiserver import SimulatedApiServer
 from stacks import stack_variant
