@@ -10,8 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ecoma_infra import yaml_io
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.platforms.seams import Journal, UpSummary
 from ecoma_infra.stack.config_paths import apply_paths
@@ -45,7 +44,7 @@ class SimulatedStack:
 
     @classmethod
     def from_file(cls, path: Path, journal: Journal, **kwargs: Any) -> SimulatedStack:
-        document = yaml.safe_load(path.read_text()) or {}
+        document = yaml_io.safe_load(path.read_text()) or {}
         name = path.name.split(".")[1]
         return cls(name, document.get("config") or {}, journal, **kwargs)
 
@@ -78,7 +77,7 @@ class SimulatedStack:
             raise EcomaError(f"stack {self.name}: pulumi failed: simulated failure of up")
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / f"Pulumi.{self.name}.yaml"
-            path.write_text(yaml.safe_dump({"config": self._config}))
+            path.write_text(yaml_io.safe_dump({"config": self._config}))
             result = run_offline(path)
         urns = sorted(record.urn for record in result.records if record.custom)
         created = sorted(set(urns) - set(self._urns))

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from ecoma_infra import yaml_io
 from ecoma_infra.errors import UsageError
 from ecoma_infra.stack.issues import ConfigError, ConfigIssue
 from ecoma_infra.stack.model import (
@@ -54,8 +54,8 @@ def load_stack_file(path: Path, *, require_secrets: bool = False) -> LoadedStack
     except OSError as error:
         raise UsageError(f"{path}: cannot read the stack file: {error.strerror}") from None
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
+        document = yaml_io.safe_load(text)
+    except yaml_io.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
@@ -281,8 +281,8 @@ def _tailscale_block(path: Path) -> dict[str, Any]:
     """The `ecoma:tailscale` block of another stack file; nothing when it cannot be read (that
     file's own validation reports why)."""
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        document = yaml_io.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml_io.YAMLError):
         return {}
     config = document.get("config") if isinstance(document, dict) else None
     block = config.get(f"{NAMESPACE}:tailscale") if isinstance(config, dict) else None

@@ -125,7 +125,8 @@ def render_tree(result: PreviewResult) -> str:
     children: dict[str, list[Recorded]] = {}
     for record in result.records:
         children.setdefault(record.parent, []).append(record)
-    roots = [r for r in result.records if r.parent not in {x.urn for x in result.records}]
+    urns = {record.urn for record in result.records}
+    roots = [r for r in result.records if r.parent not in urns]
     lines = [f"Stack {result.stack}: {len(result.records)} resources (offline preview)"]
 
     def walk(record: Recorded, prefix: str, last: bool) -> None:
