@@ -21,10 +21,25 @@ ensure_uv() {
   UV="$tools/bin/uv"
 }
 
+# What the environment was last synced from: uv.lock and pyproject.toml (the project's own entry
+# points live there), recorded inside .venv, so that a removed .venv forgets it too.
+SYNCED_FROM="$ROOT/.venv/.ecoma-synced-from"
+
+lock_digest() {
+  { cat "$ROOT/uv.lock" "$ROOT/pyproject.toml" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1
+}
+
+# `uv sync` only when the lock changed since the last sync: with compile-bytecode even a sync
+# that changes nothing costs ~2 s, on every call of the scripts.
 ensure_python_env() {
-  ensure_uv
-  log "syncing .venv from uv.lock"
-  (cd "$ROOT" && "$UV" sync --frozen --quiet)
+  local digest
+  digest="$(lock_digest)"
+  if [ "$(cat "$SYNCED_FROM" 2>/dev/null)" != "$digest" ]; then
+    ensure_uv
+    log "syncing .venv from uv.lock"
+    (cd "$ROOT" && "$UV" sync --frozen --quiet)
+    printf '%s\n' "$digest" >"$SYNCED_FROM"
+  fi
   export PATH="$ROOT/.venv/bin:$PATH"
 }
 

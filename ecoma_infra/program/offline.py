@@ -28,7 +28,7 @@ from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from ecoma_infra.paths import project_root
-from ecoma_infra.stack.load import load_stack_file
+from ecoma_infra.stack.load import LoadedStack, load_stack_file
 from ecoma_infra.stack.model import NAMESPACE, required_secrets
 
 REDACTED = "[secret]"
@@ -217,9 +217,12 @@ class PreviewResult:
         return {"stack": self.stack, "resources": self.resources(), "outputs": self.outputs}
 
 
-def stack_config_for_engine(path: Path) -> tuple[str, dict[str, str], list[str]]:
-    """The config the engine would hand the program: JSON-encoded values, secret placeholders."""
-    loaded = load_stack_file(path)
+def stack_config_for_engine(
+    path: Path, loaded: LoadedStack | None = None
+) -> tuple[str, dict[str, str], list[str]]:
+    """The config the engine would hand the program: JSON-encoded values, secret placeholders.
+    `loaded` is the file at `path` when the caller has validated it already."""
+    loaded = loaded or load_stack_file(path)
     stack = path.name.split(".")[1] if path.name.startswith("Pulumi.") else path.stem
     values: dict[str, str] = {}
     for key, value in loaded.config.model_dump(mode="json", exclude_unset=False).items():
@@ -230,9 +233,12 @@ def stack_config_for_engine(path: Path) -> tuple[str, dict[str, str], list[str]]
     return stack, values, secret_keys
 
 
-def run_offline(path: Path, *, program: Path | None = None) -> PreviewResult:
-    """Run the program against the stack file at `path` under mocks, and collect everything."""
-    stack, config, secret_keys = stack_config_for_engine(path)
+def run_offline(
+    path: Path, *, program: Path | None = None, loaded: LoadedStack | None = None
+) -> PreviewResult:
+    """Run the program against the stack file at `path` under mocks, and collect everything.
+    `loaded` is that file, when the caller has read and validated it already."""
+    stack, config, secret_keys = stack_config_for_engine(path, loaded)
     program = program or project_root() / "__main__.py"
     with collector_paused():
         settings.reset_options()

@@ -7,9 +7,9 @@ them all (~1 s of a preview for GCP alone). The program uses a handful per provi
 `install()` puts a finder on `sys.meta_path` for the `pulumi_<provider>.<module>` packages. Such
 a package runs its `__init__.py` without the `from .x import *` lines (and without
 `from . import outputs`), and finds a missing attribute by the `__all__` of the module that
-exports it, imported on first use. Every name resolves to the object the eager `__init__.py`
-would have bound (the later `import *` wins, as there). An `__init__.py` of another shape, or a
-member without a literal `__all__`, loads as usual.
+exports it (or as a module of the package), imported on first use. Every name resolves to the
+object the eager `__init__.py` would have bound (the later `import *` wins, as there). An
+`__init__.py` of another shape, or a member without a literal `__all__`, loads as usual.
 """
 
 from __future__ import annotations
@@ -42,6 +42,37 @@ def _exported_names(path: Path) -> list[str] | None:
     return _NAME.findall(found.group(1)) if found else None
 
 
+class _LeanPackage(ModuleType):
+    """A provider package whose members are imported when one of their names is asked for."""
+
+    _lean_index: dict[str, str]  # exported name -> the member module that exports it
+    _lean_submodules: frozenset[str]
+
+    def __getattr__(self, name: str) -> Any:
+        index, package = self._lean_index, self.__name__
+        if name in index:
+            return getattr(importlib.import_module(f"{package}.{index[name]}"), name)
+        if name in self._lean_submodules or self._has_member(name):
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing a member binds it on its package; `from .x import *` in the eager package
+        # then binds x's exports, so that a name exported by x (a function `get_x` in module
+        # `get_x`) wins over the module. Bind them here the same way, whoever imported x.
+        if isinstance(value, ModuleType) and value.__name__ == f"{self.__name__}.{name}":
+            super().__setattr__(name, value)
+            exports = [n for n, member in self._lean_index.items() if member == name]
+            for export in exports:
+                super().__setattr__(export, getattr(value, export))
+            return
+        super().__setattr__(name, value)
+
+    def _has_member(self, name: str) -> bool:
+        directory = Path(str(self.__file__)).parent
+        return (directory / f"{name}.py").is_file() or (directory / name / "__init__.py").is_file()
+
+
 class _LeanPackageLoader(importlib.machinery.SourceFileLoader):
     def exec_module(self, module: ModuleType) -> None:
         directory = Path(self.path).parent
@@ -60,22 +91,12 @@ class _LeanPackageLoader(importlib.machinery.SourceFileLoader):
                 submodules.add(submodule.group(1))
             else:
                 kept.append(line)
+        module.__dict__["_lean_index"] = index
+        module.__dict__["_lean_submodules"] = frozenset(submodules)
+        module.__dict__["__all__"] = [*index, *sorted(submodules)]
+        module.__class__ = _LeanPackage
         code = compile("\n".join(kept) + "\n", self.path, "exec", dont_inherit=True)
         exec(code, module.__dict__)  # noqa: S102 - the package's own __init__.py, less its imports
-        package = module.__name__
-
-        def member(name: str) -> Any:
-            if name in index:
-                value = getattr(importlib.import_module(f"{package}.{index[name]}"), name)
-            elif name in submodules:
-                value = importlib.import_module(f"{package}.{name}")
-            else:
-                raise AttributeError(f"module {package!r} has no attribute {name!r}")
-            setattr(module, name, value)
-            return value
-
-        module.__dict__["__getattr__"] = member
-        module.__dict__["__all__"] = [*index, *sorted(submodules)]
 
 
 class _LeanPackageFinder(importlib.abc.MetaPathFinder):

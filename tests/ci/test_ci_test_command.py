@@ -129,3 +129,26 @@ def test_why_each_step_is_its_own_command_under_set_e() -> None:
         timeout=10,
     )
     assert (result.returncode, result.stdout) == (0, "went on\n")
+
+
+def test_the_environment_is_synced_again_only_when_the_lock_changed(project: Path) -> None:
+    (project / "uv.lock").write_text("version = 1\n")
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (project / ".venv").mkdir(exist_ok=True)
+    first, calls = run(project, "scripts/test")
+    assert first.returncode == 0, first.stderr
+    assert calls[0] == "uv sync --frozen --quiet"
+    # Nothing changed: no sync (with compile-bytecode even an empty sync costs seconds).
+    again, calls = run(project, "scripts/test")
+    assert again.returncode == 0, again.stderr
+    assert not [c for c in calls if c.startswith("uv ")], calls
+    assert steps_run(calls) == STEPS
+    # A changed lock (or pyproject.toml) syncs once more.
+    (project / "uv.lock").write_text("version = 1\n# a new pin\n")
+    _, calls = run(project, "scripts/test")
+    assert calls[0] == "uv sync --frozen --quiet"
+    (project / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    _, calls = run(project, "scripts/test")
+    assert calls[0] == "uv sync --frozen --quiet"
+    _, calls = run(project, "scripts/test")
+    assert not [c for c in calls if c.startswith("uv ")], calls

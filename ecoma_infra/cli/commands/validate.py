@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 from ecoma_infra.cli import stack_options
-from ecoma_infra.stack.model import ROLES
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,16 +28,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     loaded = stack_options.load(args, require_secrets=args.require_secrets)
-    config = loaded.config
-    roles = Counter(node.role for node in config.nodes)
-    pools = ", ".join(
-        f"{name} {pool.count}/{pool.max}" for name, pool in config.burst.pools().items()
-    )
-    print(
-        f"{loaded.source}: valid: {len(config.nodes)} on-prem nodes "
-        f"({', '.join(f'{roles[r]} {r}' for r in ROLES if roles[r])}); "
-        f"burst pools {pools or 'none'}"
-    )
-    for notice in loaded.notices:
-        print(f"{loaded.source}: note: {notice}")
+    for line in stack_options.summary(loaded):
+        print(line)
     return 0
