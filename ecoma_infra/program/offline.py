@@ -168,6 +168,7 @@ class RecordingMonitor(mocks.MockMonitor):
                 transforms=_resolve_callbacks(request.transforms),
             )
         )
+        resource_id = resource_id or ""  # proto3: an id that is not set reads as ""
         state_proto = _sync_await(rpc.serialize_properties(state, {}))
         self.resources[urn] = mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
         self.records.append(

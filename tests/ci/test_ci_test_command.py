@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["ruff check .", "ruff format --check .", "mypy", "pytest"]
+STEPS = ["ruff check .", "ruff format --check .", "mypy", "pytest -n auto --dist loadgroup"]
 
 # Logs "<name> <args>" and fails with 3 when the call starts with $STUB_FAIL.
 _STUB = """#!/usr/bin/env bash
@@ -99,7 +99,7 @@ def test_the_test_command_runs_every_step_in_order_and_passes_arguments_to_pytes
 ) -> None:
     result, calls = run(project, "scripts/test", "-q", "-k", "lab")
     assert result.returncode == 0, result.stderr
-    assert steps_run(calls) == [*STEPS[:3], "pytest -q -k lab"]
+    assert steps_run(calls) == [*STEPS[:3], "pytest -n auto --dist loadgroup -q -k lab"]
     # The locked environment was synced first, from the lock file only.
     assert calls[0] == "uv sync --frozen --quiet"
     lab_required = "1" if os.geteuid() == 0 else ""

@@ -29,7 +29,7 @@ from ecoma_infra.program.components.tailscale import node_auth_key
 from ecoma_infra.program.disks import aws_device, extra_disks, ordered
 from ecoma_infra.program.tags import cost_tags
 from ecoma_infra.stack.model import AwsPool, Disk, Tier
-from ecoma_infra.stack.pulumi_config import Secrets
+from ecoma_infra.stack.pulumi_config import Secrets, as_secret
 
 NAT_SUBNET_PREFIX = 28
 ANYWHERE = "0.0.0.0/0"
@@ -78,7 +78,7 @@ def make_provider(
             role_arn=pool.role_arn,
             session_name=f"ecoma-{stack}-burst",
             # The SDK does not mark this field secret by itself.
-            web_identity_token=pulumi.Output.secret(secrets.require("aws_web_identity_token")),
+            web_identity_token=as_secret(secrets.require("aws_web_identity_token")),
         )
         allowed_account_ids = [role_account(pool.role_arn)]
     else:
