@@ -29,11 +29,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ecoma_infra.burst.plan import StackRef, plan_count  # noqa: E402  (after the path is set)
+from converge import lab_up_when_free  # noqa: E402  (after the path is set)
+
+from ecoma_infra.burst.plan import StackRef, plan_count  # noqa: E402
 from ecoma_infra.configure.run import run_playbook  # noqa: E402
 from ecoma_infra.lab import stack as labstack  # noqa: E402
-from ecoma_infra.lab.engine import lab_down, lab_inventory_overrides, lab_up  # noqa: E402
+from ecoma_infra.lab.engine import lab_down, lab_inventory_overrides  # noqa: E402
 from ecoma_infra.lab.image import ensure_base_image  # noqa: E402
 from ecoma_infra.program.inventory import build_inventory, onprem_node_fact  # noqa: E402
 from ecoma_infra.stack.load import load_stack_file  # noqa: E402
@@ -93,7 +96,7 @@ def _configure_new_nodes(inventory_hosts: int) -> float:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp) / "lab"
-        state = lab_up(labstack.lab_spec(lab_only), state_dir)
+        state = lab_up_when_free(labstack.lab_spec(lab_only), state_dir)
         try:
             inventory: dict[str, Any] = build_inventory("bench", everyone, facts)
             overrides = lab_inventory_overrides(state)
