@@ -79,6 +79,30 @@ def medians(repeat: int, *actions: Callable[[], float]) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
+_IMPORT_ONLY = """
+import importlib, sys
+from ecoma_infra.program import sdk_loader
+sdk_loader.install()
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+"""
+
+_MODULES_OF_PROD = """
+import sys
+from pathlib import Path
+from ecoma_infra.program.offline import run_offline
+run_offline(Path("Pulumi.prod.yaml"))
+print("\\n".join(sorted(m for m in sys.modules if m.startswith("pulumi"))))
+"""
+
+
+def _provider_modules_of_prod() -> list[str]:
+    done = subprocess.run(
+        [PYTHON, "-c", _MODULES_OF_PROD], check=True, capture_output=True, text=True, cwd=ROOT
+    )
+    return done.stdout.split()
+
+
 def preview_rows(repeat: int, nodes: int) -> list[Row]:
     cli = str(BIN / "ecoma-infra")
     rows = []
@@ -95,6 +119,23 @@ def preview_rows(repeat: int, nodes: int) -> list[Row]:
             floor,
             "<= 3x the floor, < 1.5 s quiet",
             prod <= 3 * floor,
+        )
+    )
+    modules = _provider_modules_of_prod()
+    imports = [PYTHON, "-c", _IMPORT_ONLY, *modules]
+    needed, prod = medians(
+        repeat,
+        lambda: wall(imports),
+        lambda: wall([cli, "preview", "--stack", "prod", "--offline", "--json"]),
+    )
+    rows.append(
+        Row(
+            "prod preview, against what it must import",
+            prod,
+            f"importing the {len(modules)} provider modules prod's program uses",
+            needed,
+            "(reference: the floor that stops it)",
+            None,
         )
     )
     with tempfile.TemporaryDirectory() as tmp:
