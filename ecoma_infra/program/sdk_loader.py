@@ -31,15 +31,22 @@ _STAR = re.compile(r"from \.(\w+) import \*")
 _SUBMODULE = re.compile(r"from \. import (\w+)")
 _ALL = re.compile(r"^__all__ = \[(.*?)\]", re.MULTILINE | re.DOTALL)
 _NAME = re.compile(r"'(\w+)'")
-# `__all__` sits right after a generated module's imports; `_inputs.py` lists ~2,000 names.
-_HEAD_BYTES = 1 << 18
+# `__all__` sits right after a generated module's imports (an `_inputs.py` lists up to ~5,000
+# names): read on until it closes, and no further.
+_HEAD_BYTES = 1 << 16
 
 
 def _exported_names(path: Path) -> list[str] | None:
     with path.open(encoding="utf-8") as source:
-        head = source.read(_HEAD_BYTES)
-    found = _ALL.search(head)
-    return _NAME.findall(found.group(1)) if found else None
+        text = source.read(_HEAD_BYTES)
+        if "\n__all__ = [" not in text:
+            return None
+        while (found := _ALL.search(text)) is None:
+            more = source.read(_HEAD_BYTES)
+            if not more:
+                return None
+            text += more
+    return _NAME.findall(found.group(1))
 
 
 class _LeanPackage(ModuleType):
