@@ -30,7 +30,7 @@ def generated_stack(size: int, directory: Path) -> Path:
     """Prod's settings with `size` on-prem nodes: 3 cpl, then ops/sts/wkr in turn."""
     document = yaml.safe_load((ROOT / "Pulumi.prod.yaml").read_text())
     config = document["config"]
-    config["ecoma:network"] = {"sdn_subnet": "10.41.0.0/20"}
+    config["ecoma:network"]["sdn_subnet"] = "10.41.0.0/20"
     hosts = (
         ip
         for ip in IPv4Network("10.41.0.0/20").hosts()
@@ -52,7 +52,9 @@ def generated_stack(size: int, directory: Path) -> Path:
     config["ecoma:tailscale"]["subnet_routers"] = ["cpl-0", "cpl-1"]
     for pool in ("aws", "gcp", "oci"):
         config["ecoma:burst"][pool]["count"] = 3
-    path = directory / f"Pulumi.bench{size}.yaml"
+    # One directory per stack: stack files side by side must not share a tailnet.
+    (directory / f"bench{size}").mkdir(exist_ok=True)
+    path = directory / f"bench{size}" / f"Pulumi.bench{size}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
 

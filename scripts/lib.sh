@@ -22,17 +22,36 @@ ensure_uv() {
   UV="$tools/bin/uv"
 }
 
+# What the environment was last synced from: uv.lock and pyproject.toml (the project's own entry
+# points live there), recorded inside .venv, so that a removed .venv forgets it too.
+SYNCED_FROM="$ROOT/.venv/.ecoma-synced-from"
+
+lock_digest() {
+  { cat "$ROOT/uv.lock" "$ROOT/pyproject.toml" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1
+}
+
+record_sync() {
+  if [ -d "$ROOT/.venv" ]; then printf '%s\n' "$1" >"$SYNCED_FROM"; fi
+}
+
+# `uv sync` only when the lock changed since the last sync: with compile-bytecode even a sync
+# that changes nothing costs ~2 s, on every call of the scripts.
 ensure_python_env() {
-  ensure_uv
+  local digest
+  digest="$(lock_digest)"
   if [ ! -d "$ROOT/.venv" ]; then
+    ensure_uv
     # The first time, uv shows its progress: it is minutes of downloads on a slow line.
     log "first setup: installing the locked Python environment into .venv: about 220 MB of" \
       "wheels to download (the Pulumi provider SDKs, Ansible, the linters), 1.4 GB once" \
       "installed; later runs only check it"
     (cd "$ROOT" && "$UV" sync --frozen)
-  else
+    record_sync "$digest"
+  elif [ "$(cat "$SYNCED_FROM" 2>/dev/null)" != "$digest" ]; then
+    ensure_uv
     log "syncing .venv from uv.lock"
     (cd "$ROOT" && "$UV" sync --frozen --quiet)
+    record_sync "$digest"
   fi
   export PATH="$ROOT/.venv/bin:$PATH"
 }

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,7 @@ import yaml
 from ecoma_infra.errors import UsageError
 from ecoma_infra.paths import project_root
 from ecoma_infra.stack.load import LoadedStack, load_stack_file, stack_file
+from ecoma_infra.stack.model import ROLES
 
 STACK_ENV = "PULUMI_STACK"
 _STACK_HELP = (
@@ -127,3 +129,18 @@ def stack_name(args: argparse.Namespace) -> str:
 
 def load(args: argparse.Namespace, *, require_secrets: bool = False) -> LoadedStack:
     return load_stack_file(stack_path(args), require_secrets=require_secrets)
+
+
+def summary(loaded: LoadedStack) -> list[str]:
+    """What `validate` says of a valid stack file: its nodes and pools, then any notice."""
+    config = loaded.config
+    roles = Counter(node.role for node in config.nodes)
+    pools = ", ".join(
+        f"{name} {pool.count}/{pool.max}" for name, pool in config.burst.pools().items()
+    )
+    return [
+        f"{loaded.source}: valid: {len(config.nodes)} on-prem nodes "
+        f"({', '.join(f'{roles[r]} {r}' for r in ROLES if roles[r])}); "
+        f"burst pools {pools or 'none'}",
+        *(f"{loaded.source}: note: {notice}" for notice in loaded.notices),
+    ]

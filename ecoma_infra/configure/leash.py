@@ -8,9 +8,13 @@ run on, orphaned. `configure` starts this script in that place instead, with its
     python -I leash.py <parent pid> -- ansible-playbook ...
 
 The leash asks the kernel for a signal when its parent dies (Linux `PR_SET_PDEATHSIG`), starts the
-command in its own process group (which Ansible's forked workers and the commands they run
-share), passes on its exit status, and on its parent's death kills that whole group. A cancel by
-ansible-runner (Ctrl-C, SIGTERM of `configure`) already kills the group the leash leads.
+command, passes on its exit status, and on its parent's death (or a SIGTERM: `configure`'s
+cancel sends one before ansible-runner kills the leash's process group) kills every process
+below it. A process group is not enough: since ansible-core 2.19 every worker calls `setsid()`
+(ansible/executor/process/worker.py, `_detach`), so the workers and the commands they run are
+in sessions of their own, out of reach of the group the leash leads. The leash is therefore a
+child subreaper (`PR_SET_CHILD_SUBREAPER`): a process whose parent it killed is handed to the
+leash, not to init, and the next pass over /proc finds it.
 
 Standard library only, run with `-I`: it must start without the caller's environment.
 """
@@ -21,13 +25,17 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_CHILD_SUBREAPER = 36
+_KILL_PASSES = 200  # each pass kills what the last one orphaned; a fork bomb is not expected
 
 
 def _die_with_parent(parent: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: no leash, the command runs as before
         return
@@ -35,9 +43,54 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(1)
 
 
-def _kill_group(signum: int, frame: object) -> None:
+def living_children() -> dict[int, list[int]]:
+    """Parent pid -> pids of its children that have not exited (zombies left out), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="utf-8", errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) < 2 or fields[0] in ("Z", "X"):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    """Every living process below `root`, parents before their children."""
+    children = living_children()
+    found: list[int] = []
+    pending = [root]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+def kill_descendants() -> None:
+    """SIGKILL every process below this one, until none is left. What a killed process leaves
+    behind is handed to this process (a subreaper) and found by the next pass."""
+    for _ in range(_KILL_PASSES):
+        below = descendants(os.getpid())
+        if not below:
+            return
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:  # exited meanwhile
+                continue
+
+
+def _kill_all(signum: int, frame: object) -> None:
     del signum, frame
-    os.killpg(os.getpgrp(), signal.SIGKILL)  # the command, its workers, and this process
+    kill_descendants()  # the command, its workers in their own sessions, what they run
+    os.killpg(os.getpgrp(), signal.SIGKILL)  # and the leash itself
 
 
 def main(argv: list[str]) -> int:
@@ -45,7 +98,7 @@ def main(argv: list[str]) -> int:
         print("usage: leash.py <parent pid> -- command ...", file=sys.stderr)
         return 2
     parent, command = int(argv[0]), argv[2:]
-    signal.signal(signal.SIGTERM, _kill_group)
+    signal.signal(signal.SIGTERM, _kill_all)
     _die_with_parent(parent)
     child = os.fork()
     if child == 0:

@@ -15,8 +15,8 @@ module closes the gaps it leaves:
   clean up first. A run killed outright (`kill -9`) cannot clean up: its dir names its process,
   and the next run removes the dirs of processes that are gone. The fact cache is left to the
   playbook's ansible.cfg instead of ansible-runner's on-disk default.
-- `ansible-playbook` runs on a leash (`leash.py`): when `configure` dies, even by `kill -9`, the
-  playbook, its workers and what they run are killed as one process group.
+- `ansible-playbook` runs on a leash (`leash.py`): when `configure` dies, even by `kill -9`, or
+  cancels, the playbook, its workers and what they run are killed, every process below it.
 - everything this module prints goes through a `Redactor` that masks configured secret values
   and secret-looking tokens, even if a task forgot `no_log`.
 """
@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from ecoma_infra.configure import leash
 from ecoma_infra.configure.display import OutputMode, make_display
 from ecoma_infra.configure.events import EventTracker
 from ecoma_infra.configure.redact import Redactor
@@ -302,7 +303,7 @@ def _prepare_runner(
         event_handler=event_handler,
         # Our own cancel callback; without one ansible-runner replaces the process's SIGINT and
         # SIGTERM handlers for good.
-        cancel_callback=cancel.is_set,
+        cancel_callback=lambda: _stop_leashes() if cancel.is_set() else False,
     )
     runner.config.env = _allow_listed(runner.config.env, env)
     # On a leash: dies with this process, even with one killed outright (see leash.py).
@@ -315,6 +316,35 @@ def _prepare_runner(
         *runner.config.command,
     ]
     return runner
+
+
+def _stop_leashes(timeout: float = 10.0) -> bool:
+    """Before ansible-runner kills the process group of the playbook it started (on a cancel),
+    have the leash kill every process below it: Ansible's workers run in sessions of their own
+    (ansible-core 2.19) that the group kill would leave running. True once the leashes are gone
+    (ansible-runner's own kill then finds nothing left)."""
+    leashes = [
+        pid
+        for pid in leash.living_children().get(os.getpid(), [])
+        if str(_LEASH).encode() in _command_line(pid)
+    ]
+    for pid in leashes:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        living = set(leash.living_children().get(os.getpid(), []))
+        if not living & set(leashes):
+            break
+        time.sleep(0.05)
+    return True
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _allow_listed(job_env: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, Field, StrictInt, TypeAdapter, ValidationError
 
+from ecoma_infra import yaml_io
 from ecoma_infra.errors import EcomaError
 from ecoma_infra.platforms.seams import Journal, PreviewSummary, ResourceStep, UpSummary
 from ecoma_infra.stack.config_paths import apply_paths
@@ -102,7 +102,7 @@ class SimulatedStack:
     def read_file_config(self, path: Path) -> None:
         """Take the config as `path` holds it now, as a fresh checkout would (the running burst
         state stays in the outputs of the last `up`)."""
-        document = yaml.safe_load(path.read_text()) or {}
+        document = yaml_io.safe_load(path.read_text()) or {}
         self._config = dict(document.get("config") or {})
 
     def config(self) -> dict[str, Any]:
@@ -168,7 +168,7 @@ class SimulatedStack:
 
         with tempfile.TemporaryDirectory() as directory:
             path = Path(directory) / f"Pulumi.{self.name}.yaml"
-            path.write_text(yaml.safe_dump({"config": dict(config)}))
+            path.write_text(yaml_io.safe_dump({"config": dict(config)}))
             try:
                 result = run_offline(path)
             except ConfigError as error:

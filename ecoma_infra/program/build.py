@@ -1,8 +1,8 @@
 """The whole stack from one validated config: what `__main__.py` calls.
 
 Order of construction: providers, the SDN, the template (when the stack makes it), the on-prem
-nodes (clones chained so that at most `clone_parallelism` run at once), the subnet routes, the
-burst pools, then the outputs.
+nodes (clones in `clone_parallelism` lanes, so that at most that many run at once), the subnet
+routes, the burst pools, then the outputs.
 """
 
 from __future__ import annotations
@@ -56,11 +56,8 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
     vms: list[pulumi.Resource] = []
     width = config.proxmox.clone_parallelism
     for node in sorted(config.nodes, key=lambda n: (ROLES.index(n.role), n.name)):
-        # Parallel clones fight over storage locks: chain each clone after the one `width`
-        # places before it, so at most `width` run at once.
-        after: list[pulumi.Resource] = list(prerequisites)
-        if len(vms) >= width:
-            after.append(vms[-width])
+        # Parallel clones fight over storage locks: each clone waits for the one `width` places
+        # before it (`width` lanes), so at most `width` run at once.
         component = pve.ProxmoxNode(
             node.name,
             pve.ProxmoxNodeArgs(
@@ -76,7 +73,8 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
             ),
             provider=proxmox_provider,
             tailscale_provider=keys_provider,
-            after=after,
+            prerequisites=prerequisites,
+            after=vms[-width] if len(vms) >= width else None,
         )
         nodes[node.name] = component
         vms.append(component.vm)

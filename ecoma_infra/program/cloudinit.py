@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-import yaml
+from ecoma_infra import yaml_io
 
 TAILSCALE_KEYRING = "/usr/share/keyrings/tailscale-archive-keyring.gpg"
 TAILSCALE_REPO = "https://pkgs.tailscale.com/stable/debian"
@@ -98,7 +98,7 @@ def render_user_data(boot: NodeBoot, tailscale_auth_key: str) -> str:
         "write_files": write_files,
         "runcmd": runcmd,
     }
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False, width=200)
+    return "#cloud-config\n" + yaml_io.safe_dump(document, sort_keys=False, width=200)
 
 
 def render_startup_script(boot: NodeBoot, tailscale_auth_key: str) -> str:

@@ -23,6 +23,7 @@ GITHUB_DIR = ROOT / ".github"
 SCRIPTS = [
     "scripts/test",
     "scripts/lib.sh",
+    "scripts/preview",
     ".ci/run",
     ".github/actions/setup/oidc-stack-secrets.sh",
 ]

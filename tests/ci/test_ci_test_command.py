@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS = ["ruff check .", "ruff format --check .", "mypy", "pytest"]
+STEPS = [
+    "ruff check .",
+    "ruff format --check .",
+    "mypy",
+    "pytest -n auto --dist loadscope -m not lab",
+    "pytest -m lab",
+]
 
 # Logs "<name> <args>" and fails with 3 when the call starts with $STUB_FAIL.
 _STUB = """#!/usr/bin/env bash
@@ -28,7 +34,7 @@ printf '%s\\n' "$call" >>"$STUB_LOG"
 if [ "$(basename "$0")" = pytest ]; then
   printf 'ECOMA_LAB_REQUIRED=%s\\n' "${ECOMA_LAB_REQUIRED:-}" >>"$STUB_LOG"
 fi
-if [ -n "${STUB_FAIL:-}" ] && [[ "$call" == "$STUB_FAIL"* ]]; then exit 3; fi
+if [ -n "${STUB_FAIL:-}" ] && [[ "$call" == "$STUB_FAIL"* ]]; then exit "${STUB_CODE:-3}"; fi
 exit 0
 """
 
@@ -56,7 +62,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def run(
-    project: Path, command: str, *args: str, fail: str = ""
+    project: Path, command: str, *args: str, fail: str = "", code: int = 3
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     log = project.parent / "calls.log"
     log.unlink(missing_ok=True)
@@ -65,6 +71,7 @@ def run(
         "HOME": str(project.parent),
         "STUB_LOG": str(log),
         "STUB_FAIL": fail,
+        "STUB_CODE": str(code),
     }
     result = subprocess.run(
         [str(project / command), *args],
@@ -99,7 +106,11 @@ def test_the_test_command_runs_every_step_in_order_and_passes_arguments_to_pytes
 ) -> None:
     result, calls = run(project, "scripts/test", "-q", "-k", "lab")
     assert result.returncode == 0, result.stderr
-    assert steps_run(calls) == [*STEPS[:3], "pytest -q -k lab"]
+    assert steps_run(calls) == [
+        *STEPS[:3],
+        "pytest -n auto --dist loadscope -m not lab -q -k lab",
+        "pytest -m lab -q -k lab",
+    ]
     # The locked environment was synced first, from the lock file only.
     assert calls[0] == "uv sync --frozen --quiet"
     lab_required = "1" if os.geteuid() == 0 else ""
@@ -141,3 +152,36 @@ def test_the_first_setup_shows_its_progress_and_says_how_big_it_is(project: Path
     assert "first setup" in result.stderr
     assert "220 MB" in result.stderr
     assert "1.4 GB" in result.stderr
+
+
+def test_the_environment_is_synced_again_only_when_the_lock_changed(project: Path) -> None:
+    (project / "uv.lock").write_text("version = 1\n")
+    (project / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    (project / ".venv").mkdir(exist_ok=True)
+    first, calls = run(project, "scripts/test")
+    assert first.returncode == 0, first.stderr
+    assert calls[0] == "uv sync --frozen --quiet"
+    # Nothing changed: no sync (with compile-bytecode even an empty sync costs seconds).
+    again, calls = run(project, "scripts/test")
+    assert again.returncode == 0, again.stderr
+    assert not [c for c in calls if c.startswith("uv ")], calls
+    assert steps_run(calls) == STEPS
+    # A changed lock (or pyproject.toml) syncs once more.
+    (project / "uv.lock").write_text("version = 1\n# a new pin\n")
+    _, calls = run(project, "scripts/test")
+    assert calls[0] == "uv sync --frozen --quiet"
+    (project / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    _, calls = run(project, "scripts/test")
+    assert calls[0] == "uv sync --frozen --quiet"
+    _, calls = run(project, "scripts/test")
+    assert not [c for c in calls if c.startswith("uv ")], calls
+
+
+def test_a_pytest_run_that_selects_no_test_is_no_failure(project: Path) -> None:
+    # `scripts/test -k storage` selects no test of one of the two pytest runs: exit 5.
+    result, calls = run(project, "scripts/test", "-k", "storage", fail="pytest -m lab", code=5)
+    assert result.returncode == 0, result.stderr
+    assert steps_run(calls)[-1] == "pytest -m lab -k storage"
+    # Any other code still stops the command with it.
+    result, _ = run(project, "scripts/test", fail="pytest -n auto", code=1)
+    assert result.returncode == 1

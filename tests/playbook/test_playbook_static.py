@@ -100,7 +100,15 @@ def test_force_appears_nowhere_in_the_ansible_tree() -> None:
 
 def test_playbook_has_one_play_per_group_with_role_tags() -> None:
     plays = yaml.safe_load((ANSIBLE_DIR / "playbook.yaml").read_text())
-    by_hosts = {play["hosts"]: play for play in plays}
+    # First the check of what changed since the last converge, last the record of this one;
+    # every play between leaves out the nodes that nothing changed on.
+    check, record = plays[0], plays[-1]
+    assert check["tasks"][0]["ansible.builtin.import_role"]["name"] == "converged"
+    assert record["tasks"][0]["ansible.builtin.import_role"]["tasks_from"] == "record.yml"
+    assert check["tasks"][0]["tags"] == record["tasks"][0]["tags"] == ["always"]
+    plays = plays[1:-1]
+    assert all(play["hosts"].endswith(":!ecoma_converged") for play in [*plays, record])
+    by_hosts = {play["hosts"].removesuffix(":!ecoma_converged"): play for play in plays}
     servers = by_hosts["ecoma_cpl"]
     assert servers["serial"] == 1
     assert [r["role"] for r in servers["roles"]] == ["k3s_server"]
@@ -130,6 +138,70 @@ def test_every_role_documents_and_types_its_public_variables() -> None:
             assert name.startswith(f"{role.name}_"), f"{role.name}: {name} lacks the role prefix"
             assert name in options, f"{role.name}: {name} is not typed in argument_specs"
             assert "type" in options[name], f"{role.name}: {name} has no type"
+
+
+# Modules that write a file, and the argument naming it.
+_WRITES = {
+    "ansible.builtin.template": "dest",
+    "ansible.builtin.copy": "dest",
+    "ansible.builtin.get_url": "dest",
+    "ansible.builtin.lineinfile": "path",
+    "ansible.posix.sysctl": "sysctl_file",
+    "ansible.posix.mount": "fstab",
+}
+
+
+def _role_vars() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in sorted((ANSIBLE_DIR / "roles").glob("*/*/main.yml")):
+        if path.parent.name in ("defaults", "vars"):
+            for name, value in (yaml.safe_load(path.read_text()) or {}).items():
+                if isinstance(value, str):
+                    found[name] = value
+    return found
+
+
+def _resolve(text: str, names: dict[str, str]) -> str:
+    for _ in range(5):
+        text = re.sub(
+            r"\{\{\s*(\w+)(?:\s*\|\s*default\('([^']*)'\))?\s*\}\}",
+            lambda m: names.get(m[1], m[2] or m[0]),
+            text,
+        )
+    return text
+
+
+def _tasks(node: object) -> list[dict]:
+    if isinstance(node, list):
+        return [t for item in node for t in _tasks(item)]
+    if isinstance(node, dict):
+        return [node, *(t for key in ("block", "rescue", "always") for t in _tasks(node.get(key)))]
+    return []
+
+
+def test_every_file_a_role_writes_is_part_of_the_converged_state() -> None:
+    """A re-run skips a node whose state digest is unchanged: a file that a role writes and the
+    digest does not cover would let a node drift unseen."""
+    names = _role_vars()
+    converged = yaml.safe_load((ANSIBLE_DIR / "roles/converged/defaults/main.yml").read_text())
+    covered = [_resolve(p, names) for p in converged["converged_paths"]]
+    covered += [_resolve(p, names) for p in converged["converged_stat_paths"]]
+    written = []
+    for path in sorted((ANSIBLE_DIR / "roles").glob("*/tasks/*.yml")):
+        if path.parts[-3] == "converged" or path.name == "reset.yml":
+            continue
+        for task in _tasks(yaml.safe_load(path.read_text())):
+            for module, argument in _WRITES.items():
+                if isinstance(task.get(module), dict) and argument in task[module]:
+                    target = _resolve(str(task[module][argument]), names)
+                    written.append((f"{path.parts[-3]}/{path.name}", target))
+    assert len(written) > 10  # the roles' templates, copies, fstab, sysctl file, key ...
+    for where, target in written:
+        # A name computed in Jinja (`k3s` or `k3s-agent`) must match a covered path.
+        pattern = ".+".join(re.escape(part) for part in re.split(r"\{\{.*?\}\}", target))
+        assert any(
+            re.fullmatch(pattern, c) or target.startswith(c.rstrip("/") + "/") for c in covered
+        ), f"{where} writes {target}, which converged_paths does not cover"
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pytest
 from test_storage_lab import (
     CLUSTER,
     LAB_SWITCHES,
+    _disk_digest,
     _lab_up_when_free,
     _playbook,
     _recap,
@@ -151,12 +152,14 @@ def iscsi_lab(lab_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         luns = f"{TARGET['iqn']} /dev/disk/by-id/virtio-hot\n"
         _root_stdin(state, "wkr-oci-1", "cat > /etc/simulated-iscsi-luns", luns)
         _root_stdin(state, "wkr-oci-2", "cat > /etc/simulated-iscsi-luns", "")
-        before = _root(state, "wkr-oci-2", "sha256sum /dev/disk/by-id/virtio-hot").split()[0]
+        before = _disk_digest(state, "wkr-oci-2", "/dev/disk/by-id/virtio-hot")
         inventory = Path(state.state_dir).parent / "inventory.json"
         inventory.write_text(json.dumps(_inventory(state)))
         first = _playbook(inventory)
         calls_first = _root(state, "wkr-oci-1", "cat /var/lib/simulated-iscsi/calls", check=False)
-        second = _playbook(inventory, "--limit", "wkr-oci-1")
+        # Every role again (converged_full): an unchanged node would otherwise only be verified,
+        # and the storage role must prove on its own that a re-run logs in to nothing.
+        second = _playbook(inventory, "--limit", "wkr-oci-1", "-e", "converged_full=true")
         calls_second = _root(state, "wkr-oci-1", "cat /var/lib/simulated-iscsi/calls", check=False)
         yield {
             "state": state,
@@ -220,6 +223,6 @@ def test_simulated_iscsi_lun_that_never_appears_stops_the_host_untouched(
     assert f"{DEVICE} did not appear within 3 s" in first.stdout
     assert "Nothing was written to any disk" in first.stdout
     state = iscsi_lab["state"]
-    after = _root(state, "wkr-oci-2", "sha256sum /dev/disk/by-id/virtio-hot").split()[0]
+    after = _disk_digest(state, "wkr-oci-2", "/dev/disk/by-id/virtio-hot")
     assert after == iscsi_lab["before"]
     assert _root(state, "wkr-oci-2", "findmnt -n /var/storage/hot", check=False) == ""

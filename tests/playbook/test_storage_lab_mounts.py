@@ -22,6 +22,7 @@ from test_storage_lab import (
     CLUSTER,
     DATA_MB,
     LAB_SWITCHES,
+    _disk_digest,
     _lab_up_when_free,
     _playbook,
     _recap,
@@ -110,11 +111,10 @@ def _inventory(state: LabState) -> dict[str, Any]:
 
 
 def _fingerprints(state: LabState, host: str) -> dict[str, str]:
-    """sha256 of every loop device of the host, read by device, whatever its by-id link says."""
-    _root(state, host, "sync")
+    """The digest of every loop device of the host, read by device, whatever its by-id link
+    says (on the disk, past the page cache: test_storage_lab._disk_digest)."""
     return {
-        disk.by_id: _root(state, host, f"sha256sum {disk.loop_device}").split()[0]
-        for disk in state.host(host).disks
+        disk.by_id: _disk_digest(state, host, disk.loop_device) for disk in state.host(host).disks
     }
 
 
@@ -180,6 +180,7 @@ def test_a_mount_that_would_lie_stops_the_host_untouched(
     assert f"tier {tier}, device /dev/disk/by-id/virtio-{tier}" in lines[0]
     assert FOUND[host] in lines[0]
     assert "Nothing was written to any disk of this host" in lines[0]
+    Path("/tmp/mounts_out.txt").write_text(output)
     assert mounts_lab["after"][host] == mounts_lab["before"][host], "a byte of a disk changed"
     assert mounts_lab["fstab_after"][host] == mounts_lab["fstab_before"][host]
     assert mounts_lab["mounts_after"][host] == mounts_lab["mounts_before"][host]

@@ -6,6 +6,8 @@ real program under the real SDK with the offline preview's mock engine)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 import yaml
 from stacks import stack_variant
 
-from ecoma_infra.program.offline import PreviewResult, Recorded, run_offline
+from ecoma_infra.program import offline
+from ecoma_infra.program.offline import PreviewResult, Recorded, RecordingMonitor, run_offline
 from ecoma_infra.stack.load import load_stack_file
 from ecoma_infra.stack.model import ROLES
 
@@ -21,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VM = "proxmoxve:index/vmLegacy:VmLegacy"
 KEY = "tailscale:index/tailnetKey:TailnetKey"
 SNIPPET = "proxmoxve:index/fileLegacy:FileLegacy"
+NODE = "ecoma:proxmox:Node"
 APPLIER = "proxmoxve:sdn/applier:Applier"
 VNET = "proxmoxve:sdn/vnet:Vnet"
 SUBNET = "proxmoxve:sdn/subnet:Subnet"
@@ -157,23 +161,87 @@ def test_each_key_is_minted_when_its_vm_is_next_in_the_clone_chain(prod: Preview
     config = load_stack_file(ROOT / "Pulumi.prod.yaml").config
     width = config.proxmox.clone_parallelism
     order = chain(config.nodes)
-    vms, keys = of_type(prod, VM), of_type(prod, KEY)
+    vms, keys, nodes = of_type(prod, VM), of_type(prod, KEY), of_type(prod, NODE)
     last = order[-1]
     before = vms[f"{order[-1 - width]}-vm"]
-    key = keys[f"{last}-tailscale-key"]
-    # The last VM's key waits for the clone `width` places before it, like the VM itself ...
-    assert before.urn in key.depends_on
-    assert before.urn in vms[f"{last}-vm"].depends_on
+    key, vm = keys[f"{last}-tailscale-key"], vms[f"{last}-vm"]
+    # The last node waits for the clone `width` places before it; its key and its VM are the
+    # node's children, which the SDK registers only once the node is (see the next test) ...
+    assert before.urn in nodes[last].depends_on
+    assert key.parent == vm.parent == nodes[last].urn
     # ... and the VM waits for the snippet that carries the key.
     snippet = of_type(prod, SNIPPET)[f"{last}-user-data"]
     assert key.urn in snippet.depends_on
-    assert snippet.urn in vms[f"{last}-vm"].depends_on
-    # The first keys only wait for the SDN: no key waits for a later VM.
+    assert snippet.urn in vm.depends_on
+    # The first nodes only wait for the SDN: no key waits for a later VM.
     for name in order[:width]:
+        assert not any(d.endswith("-vm") for d in nodes[name].depends_on)
         assert not any(d.endswith("-vm") for d in keys[f"{name}-tailscale-key"].depends_on)
     for index, name in enumerate(order[width:], start=width):
         earlier = vms[f"{order[index - width]}-vm"].urn
-        assert earlier in keys[f"{name}-tailscale-key"].depends_on
+        assert earlier in nodes[name].depends_on
+        assert keys[f"{name}-tailscale-key"].parent == nodes[name].urn
+
+
+class SlowClones(RecordingMonitor):
+    """A mock engine whose VMs take a while to create, and a log of when each registration of a
+    VM or a key started (the SDK sent it: everything it waits for exists) and ended."""
+
+    CLONE_SECONDS = 0.05
+
+    def __init__(self, offline_mocks: Any) -> None:
+        super().__init__(offline_mocks)
+        self.events: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        watched = request.type in (VM, KEY)
+        if watched:
+            with self._lock:
+                self.events.append(("start", request.name))
+        response = super().RegisterResource(request)
+        if request.type == VM:
+            time.sleep(self.CLONE_SECONDS)
+        if watched:
+            with self._lock:
+                self.events.append(("end", request.name))
+        return response
+
+
+def test_simulated_slow_clones_run_in_lanes_and_each_key_waits_for_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order the SDK really follows, not only the recorded edges: with VMs that take time to
+    create, a node's key and VM are sent only after the clone `width` places before it exists,
+    and never more than `width` clones run at once (the pool of the SDK's threads holds more)."""
+    monitors: list[SlowClones] = []
+
+    def slow(offline_mocks: Any) -> SlowClones:
+        monitors.append(SlowClones(offline_mocks))
+        return monitors[-1]
+
+    monkeypatch.setattr(offline, "RecordingMonitor", slow)
+    run_offline(stack_variant(tmp_path, "prod", _no_pools))
+    (monitor,) = monitors
+    at = {event: index for index, event in enumerate(monitor.events)}
+    config = load_stack_file(ROOT / "Pulumi.prod.yaml").config
+    width = config.proxmox.clone_parallelism
+    order = chain(config.nodes)
+    for index, name in enumerate(order):
+        key_sent = at["start", f"{name}-tailscale-key"]
+        assert key_sent < at["start", f"{name}-vm"]
+        if index < width:
+            # The first keys do not wait for any clone.
+            assert key_sent < min(at["end", f"{n}-vm"] for n in order)
+            continue
+        ahead = f"{order[index - width]}-vm"
+        assert at["end", ahead] < key_sent, f"{name}'s key was minted before {ahead} existed"
+    running = peak = 0
+    for kind, name in monitor.events:
+        if name.endswith("-vm"):
+            running += 1 if kind == "start" else -1
+            peak = max(peak, running)
+    assert peak <= width
 
 
 def test_a_key_is_replaced_whenever_its_vm_would_be(prod: PreviewResult) -> None:

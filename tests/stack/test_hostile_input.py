@@ -144,6 +144,23 @@ FILES: list[tuple[str, str | bytes, str, str]] = [
 ]
 
 
+class PurePythonStrictLoader(document.UniqueKeys, yaml.SafeLoader):
+    """What `document.StrictLoader` is on a PyYAML built without libyaml."""
+
+
+@pytest.fixture(params=["libyaml", "pure-python"])
+def strict_loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both parsers a stack file may be read with: libyaml's (used wherever PyYAML has it) and
+    PyYAML's own; each must refuse the same files with the same message."""
+    if request.param == "libyaml":
+        assert hasattr(yaml, "CSafeLoader"), "this PyYAML has no libyaml: the fast path is off"
+        assert issubclass(document.StrictLoader, yaml.CSafeLoader)
+    else:
+        monkeypatch.setattr(document, "StrictLoader", PurePythonStrictLoader)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("strict_loader")
 @pytest.mark.parametrize(
     ("text", "where", "words"), [pytest.param(*case[1:], id=case[0]) for case in FILES]
 )
@@ -163,6 +180,33 @@ def test_hostile_file_is_refused_naming_file_field_and_fix(
     assert all("Fix: " in line for line in err.splitlines() if line.startswith("  - "))
     for secret in SECRETS:
         assert secret not in err
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_both_parsers_read_a_stack_file_to_the_same_document(stack: str) -> None:
+    text = (ROOT / f"Pulumi.{stack}.yaml").read_text()
+    fast = document.parse_yaml(text, stack)
+    slow = yaml.load(text, Loader=PurePythonStrictLoader)  # noqa: S506 - a safe loader
+    assert fast == slow
+    assert fast["config"]["ecoma:nodes"]
+
+
+def test_a_control_character_is_placed_on_its_line_by_both_parsers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Non-ASCII text before it: libyaml counts bytes, PyYAML characters; both name line 3.
+    text = "# é é é é\nconfig:\n  x: a\x07b\n"
+    messages = []
+    for loader in (document.StrictLoader, PurePythonStrictLoader):
+        monkeypatch.setattr(document, "StrictLoader", loader)
+        with pytest.raises(ConfigError) as raised:
+            document.parse_yaml(text, "Pulumi.x.yaml")
+        messages.append([(i.where, i.message) for i in raised.value.issues])
+    assert (
+        messages[0]
+        == messages[1]
+        == [("YAML (line 3)", "the character U+0007 is not allowed in YAML")]
+    )
 
 
 def test_the_untouched_example_file_passes_where_the_hostile_ones_fail(tmp_path: Path) -> None:

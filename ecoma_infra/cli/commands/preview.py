@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from ecoma_infra.cli import stack_options
@@ -50,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run the real Pulumi program under the real SDK with a mock engine and print a tree "
             "of every resource (type, name, key inputs, protection) and the stack outputs, the "
-            "Ansible inventory included. Secrets are shown as [secret]. Deterministic."
+            "Ansible inventory included. Secrets are shown as [secret]. Deterministic. What "
+            "`validate` says of the stack file goes to stderr."
         ),
     )
     stack_options.add_stack_options(parser)
@@ -73,7 +75,12 @@ def require_offline(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     require_offline(args)
-    result = run_offline(stack_options.stack_path(args))
+    # The file is validated once, for the summary `validate` prints (on stderr: stdout is the
+    # preview) and for the program's run.
+    loaded = stack_options.load(args)
+    for line in stack_options.summary(loaded):
+        print(line, file=sys.stderr)
+    result = run_offline(stack_options.stack_path(args), loaded=loaded)
     if args.json:
         print(json.dumps(result.document(), indent=2, sort_keys=True))
     else:
@@ -126,7 +133,8 @@ def render_tree(result: PreviewResult) -> str:
     children: dict[str, list[Recorded]] = {}
     for record in result.records:
         children.setdefault(record.parent, []).append(record)
-    roots = [r for r in result.records if r.parent not in {x.urn for x in result.records}]
+    urns = {record.urn for record in result.records}
+    roots = [r for r in result.records if r.parent not in urns]
     lines = [f"Stack {result.stack}: {len(result.records)} resources (offline preview)"]
 
     def walk(record: Recorded, prefix: str, last: bool) -> None:

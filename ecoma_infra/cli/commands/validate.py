@@ -50,11 +50,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return error.exit_code
     config = loaded.config
-    roles = Counter(node.role for node in config.nodes)
-    pools = ", ".join(
-        f"{name} {pool.count}/{pool.max}" for name, pool in config.burst.pools().items()
-    )
     if args.json:
+        roles = Counter(node.role for node in config.nodes)
         conventions.emit_json(
             {
                 "file": loaded.source,
@@ -69,11 +66,6 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         return conventions.EXIT_OK
-    print(
-        f"{loaded.source}: valid: {len(config.nodes)} on-prem nodes "
-        f"({', '.join(f'{roles[r]} {r}' for r in ROLES if roles[r])}); "
-        f"burst pools {pools or 'none'}"
-    )
-    for notice in loaded.notices:
-        print(f"{loaded.source}: note: {notice}")
+    for line in stack_options.summary(loaded):
+        print(line)
     return conventions.EXIT_OK

@@ -29,7 +29,7 @@ from ecoma_infra.program.components.tailscale import node_auth_key
 from ecoma_infra.program.disks import aws_device, extra_disks, ordered
 from ecoma_infra.program.tags import cost_tags
 from ecoma_infra.stack.model import AwsPool, Disk, Tier
-from ecoma_infra.stack.pulumi_config import Secrets
+from ecoma_infra.stack.pulumi_config import Secrets, as_secret
 from ecoma_infra.stack.rules import NAT_SUBNET_PREFIX, nat_subnet
 
 ANYWHERE = "0.0.0.0/0"
@@ -88,7 +88,7 @@ def make_provider(
             # lives only minutes, so a session renewed within the `up` would find it expired.
             duration=WEB_IDENTITY_SESSION,
             # The SDK does not mark this field secret by itself.
-            web_identity_token=pulumi.Output.secret(secrets.require("aws_web_identity_token")),
+            web_identity_token=as_secret(secrets.require("aws_web_identity_token")),
         )
         allowed_account_ids = [role_account(pool.role_arn)]
     else:

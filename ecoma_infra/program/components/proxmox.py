@@ -213,6 +213,15 @@ class ProxmoxNode(pulumi.ComponentResource):
     a `destroy` leaves them in place, a template change never re-clones them, and their disk
     list changes only when the node is named in `ecoma:proxmox.unlock_disks`. While
     `ecoma-infra replace` rebuilds a node (`ecoma:proxmox.replacing`), its protection is lifted.
+
+    The node's place in its clone lane: the component itself depends on `prerequisites` (the
+    applied SDN, the template when the stack makes it) and on `after` (the clone before it in
+    the lane). The SDK registers a component only once its dependencies exist, and every child
+    only once its parent is registered, so nothing of the node, its Tailscale key included, is
+    created before the clone ahead of it is. Held by the component rather than by the key and
+    the VM, the lane costs the SDK's cycle check (which walks every ancestor of a dependency,
+    recursively) a few steps per node instead of the whole lane: a lane of VMs that depend on
+    VMs made a 1000-node program quadratic to build and deeper than Python's recursion limit.
     """
 
     def __init__(
@@ -222,13 +231,20 @@ class ProxmoxNode(pulumi.ComponentResource):
         *,
         provider: pulumi.ProviderResource,
         tailscale_provider: pulumi.ProviderResource,
-        after: Sequence[pulumi.Resource] = (),
+        prerequisites: Sequence[pulumi.Resource],
+        after: pulumi.Resource | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__("ecoma:proxmox:Node", name, None, opts)
+        lane = [*prerequisites] if after is None else [*prerequisites, after]
+        super().__init__(
+            "ecoma:proxmox:Node",
+            name,
+            None,
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=lane)),
+        )
         node, settings = args.node, args.settings
         child = pulumi.ResourceOptions(parent=self, provider=provider)
-        # The key is minted right before its VM (same place in the clone chain), so its short
+        # The key is minted right before its VM (same place in the clone lane), so its short
         # life covers this clone and first boot only, not the waves of clones before it. A
         # single-use key is never recreated by the provider once invalid: it is replaced with
         # the VM instead, on the inputs that replace the VM (vm_id, the hypervisor).
@@ -240,7 +256,6 @@ class ProxmoxNode(pulumi.ComponentResource):
             ephemeral=False,
             parent=self,
             provider=tailscale_provider,
-            depends_on=after,
             replacement_trigger={"vm_id": node.vm_id, "hypervisor": node.hypervisor},
         )
         boot = args.boot()
@@ -347,7 +362,7 @@ class ProxmoxNode(pulumi.ComponentResource):
                     protect=args.protected,
                     retain_on_delete=args.protected,
                     ignore_changes=ignore,
-                    depends_on=list(after),
+                    depends_on=list(prerequisites),
                     # The VM id is fixed: Proxmox refuses a second VM with it, so a replacement
                     # must delete the old VM first (the engine's default creates first).
                     delete_before_replace=True,
