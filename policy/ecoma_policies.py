@@ -32,6 +32,7 @@ ROLE_TAG_KEY = "ecoma-role"
 CLOUD_ROLE = "wkr"
 CLOUD_PROVIDERS = ("aws", "gcp", "oci")
 STATEFUL_ROLES = ("cpl", "sts")
+REPLACING_TAG = "ecoma-replacing"  # program.components.proxmox.REPLACING_TAG
 TAILSCALE_UDP_PORT = 41641
 DEFAULT_WORKER_TAILSCALE_TAGS = ("tag:ecoma-wkr",)
 
@@ -492,7 +493,12 @@ def cloud_role_is_wkr(args: ResourceValidationArgs, report_violation: Report) ->
 def stateful_vms_protected(args: ResourceValidationArgs, report_violation: Report) -> None:
     if args.resource_type != "proxmoxve:index/vmLegacy:VmLegacy":
         return
-    roles = sorted(set(STATEFUL_ROLES) & {str(t) for t in _seq(args.props.get("tags"))})
+    tags = {str(t) for t in _seq(args.props.get("tags"))}
+    roles = sorted(set(STATEFUL_ROLES) & tags)
+    if REPLACING_TAG in tags:
+        # `ecoma-infra replace` is rebuilding it: the one update that lifts the protection on
+        # purpose (ecoma:proxmox.replacing), and puts it back when the new VM is up.
+        return
     if roles and not (args.opts is not None and args.opts.protect):
         report_violation(
             f"{_where(args)} is a {'/'.join(roles)} machine (etcd or data lives on it) without "
@@ -675,7 +681,8 @@ POLICIES: list[ResourceValidationPolicy] = [
     ResourceValidationPolicy(
         name="stateful-vms-protected",
         description=(
-            "Proxmox VMs tagged cpl or sts (etcd, data) have the protect resource option."
+            "Proxmox VMs tagged cpl or sts (etcd, data) have the protect resource option, "
+            "except the one `ecoma-infra replace` is rebuilding (tagged ecoma-replacing)."
         ),
         validate=stateful_vms_protected,
         severity=Severity.CRITICAL,

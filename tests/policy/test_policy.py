@@ -620,6 +620,31 @@ def test_stateful_vms_must_be_protected(role: str):
     assert f"is a {role} machine" in found
 
 
+@pytest.mark.parametrize("role", ["cpl", "sts"])
+def test_a_stateful_vm_being_replaced_may_be_unprotected_only_with_the_replacing_tag(role: str):
+    props = {"tags": sorted(["ecoma", "prod", role, "ecoma-replacing"])}
+    assert violations("stateful-vms-protected", VM, props, protect=False) == []
+    # The same VM without the tag is protection lost by mistake.
+    props = {"tags": sorted(["ecoma", "prod", role])}
+    assert violations("stateful-vms-protected", VM, props, protect=False) != []
+
+
+def test_the_replace_flows_unprotecting_update_passes_the_pack(tmp_path: Path):
+    """What `ecoma-infra replace` applies first (ecoma:proxmox.replacing names the node) passes
+    every rule, so a policy pack enforced on every update does not stop a replacement; the
+    node's VM is the one that carries the tag."""
+
+    def replacing(config: dict[str, Any]) -> None:
+        config["ecoma:proxmox"]["replacing"] = ["sts-1"]
+
+    result = run_offline(stack_variant(tmp_path, "prod", replacing))
+    vms = {r.name: r for r in result.records if r.type == VM}
+    assert not vms["sts-1-vm"].protect
+    assert "ecoma-replacing" in vms["sts-1-vm"].inputs["tags"]
+    assert all("ecoma-replacing" not in r.inputs["tags"] for n, r in vms.items() if n != "sts-1-vm")
+    assert run_pack(result, "prod") == []
+
+
 @pytest.mark.parametrize("role", ["ops", "wkr"])
 def test_stateless_vms_need_no_protection(role: str):
     assert violations("stateful-vms-protected", VM, {"tags": ["ecoma", "prod", role]}) == []

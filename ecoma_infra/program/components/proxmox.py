@@ -27,6 +27,12 @@ from ecoma_infra.stack.pulumi_config import Secrets, as_secret
 
 # Roles whose machines hold state that a rebuild would lose: etcd on cpl, data on sts.
 STATEFUL_ROLES = ("cpl", "sts")
+# The VM tag of a stateful node that `ecoma-infra replace` is rebuilding (its protection lifted):
+# what lets the policy pack's stateful-vms-protected rule, which sees resources and not the
+# stack's config, tell a reviewed replacement from protection lost by mistake. It also shows in
+# Proxmox's UI while the rebuild runs. Tags are "only meta information" (VmLegacy docstring):
+# adding and removing it is an update in place.
+REPLACING_TAG = "ecoma-replacing"
 # Never rename: the name is the VM's identity in the stack (and in `ecoma:adopt`).
 VM_SUFFIX = "-vm"
 # The user data an adopted VM keeps (see ProxmoxNode).
@@ -297,7 +303,11 @@ class ProxmoxNode(pulumi.ComponentResource):
             name=node.name,
             vm_id=node.vm_id,
             description=f"ecoma {args.stack} {node.role} node {node.name} (managed by Pulumi)",
-            tags=sorted({"ecoma", args.stack, node.role}),
+            # Proxmox always sorts a VM's tags, and an unsorted list would show a difference on
+            # every refresh (VmLegacy docstring).
+            tags=sorted(
+                {"ecoma", args.stack, node.role} | ({REPLACING_TAG} if args.replacing else set())
+            ),
             clone=proxmox.VmLegacyCloneArgs(
                 vm_id=settings.template_vm_id,
                 node_name=settings.template_node or settings.hypervisors[0],
