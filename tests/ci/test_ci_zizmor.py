@@ -24,8 +24,9 @@ GITHUB_DIR = ROOT / ".github"
 
 # (file under .github, audit) -> how many findings its suppressions hide.
 SUPPRESSED = {
-    # Writes to GITHUB_PATH/GITHUB_ENV of values no input reaches (the .venv path, a temp path).
-    ("actions/setup/action.yml", "github-env"): 2,
+    # Writes to GITHUB_PATH/GITHUB_ENV of values no input reaches (the .venv path, the
+    # kubeconfig's and the ssh-agent's paths under the runner's temp dir).
+    ("actions/setup/action.yml", "github-env"): 3,
     # The CI container is Debian 12 as published, with its security updates.
     ("workflows/ci.yml", "unpinned-images"): 1,
     # A workflow-level group would keep one pending run and cancel the one before it.

@@ -15,6 +15,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tools import required_tool
 
 from ecoma_infra.stack.model import CLOUD_PROVIDERS, DURATION
 
@@ -57,8 +59,12 @@ STACK_CHANGING = {"deploy", "burst", "reap", "drill", "autoscale"}
 # The shared setup action, in GitHub's self-repository form (this repository at the running commit).
 SETUP_USES = "$/.github/actions/setup"
 # The secrets a workflow may read: the Tailscale OAuth client (no OIDC for joining a tailnet
-# here) and the drain-only kubeconfig. Cloud and Pulumi access comes from OIDC alone.
-ALLOWED_SECRETS = {"TS_OAUTH_SECRET", "KUBECONFIG_DATA", "GITHUB_TOKEN"}
+# here), the drain-only kubeconfig and the nodes' SSH key (Ansible, the servers' certificates).
+# Cloud and Pulumi access comes from OIDC alone.
+ALLOWED_SECRETS = {"TS_OAUTH_SECRET", "KUBECONFIG_DATA", "ECOMA_SSH_PRIVATE_KEY", "GITHUB_TOKEN"}
+# Subcommands that reach the nodes over SSH: configure runs Ansible; burst configures the nodes
+# it adds, and autoscale and drill burst.
+SSH_COMMANDS = {"configure", "burst", "autoscale", "drill"}
 # The only scopes any job may write with.
 ALLOWED_WRITE_SCOPES = {"id-token", "pull-requests"}
 LONG_LIVED_CREDENTIALS = (
@@ -1194,6 +1200,107 @@ def test_schedules_match_their_purpose() -> None:
         assert "workflow_dispatch" in triggers(workflow_named(name))
 
 
+def reaches_nodes_over_ssh(arguments: list[str]) -> bool:
+    return arguments[0] in SSH_COMMANDS or "--k3s-certificates" in arguments
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_jobs_get_the_nodes_ssh_key_exactly_when_they_reach_nodes_over_ssh(path: Path) -> None:
+    """Without the key an Ansible run in CI cannot log in (ecoma:ssh.authorized_keys holds only
+    its public half); a job that never reaches a node does not get it."""
+    workflow = load(path)
+    for job_id, job in jobs(workflow).items():
+        setups = [s for s in steps(job) if s.get("uses") == SETUP_USES]
+        needs_key = any(reaches_nodes_over_ssh(a) for a in job_commands(workflow, job))
+        given = [s.get("with", {}).get("ssh-private-key") for s in setups]
+        if needs_key:
+            assert given == ["${{ secrets.ECOMA_SSH_PRIVATE_KEY }}"], f"{path.name}: {job_id}"
+        else:
+            assert not any(given), f"{path.name}: {job_id} gets the SSH key but needs none"
+
+
+def test_the_workflows_reach_nodes_over_ssh_somewhere() -> None:
+    """The test above must have jobs of both kinds to check."""
+    kinds = {
+        reaches_nodes_over_ssh(arguments)
+        for path in WORKFLOWS
+        for job in jobs(load(path)).values()
+        for arguments in job_commands(load(path), job)
+    }
+    assert kinds == {True, False}
+
+
+def test_setup_holds_the_ssh_key_in_an_agent_and_never_in_a_file(tmp_path: Path) -> None:
+    required_tool("ssh-agent", "apt-get install openssh-client", "the setup action's SSH step")
+    key = tmp_path / "generated" / "id_ed25519"
+    key.parent.mkdir()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ci", "-f", str(key)], check=True
+    )
+    private = key.read_text()
+    runner_temp, home, github_env = tmp_path / "temp", tmp_path / "home", tmp_path / "github_env"
+    runner_temp.mkdir()
+    home.mkdir()
+    result = subprocess.run(
+        ["bash", "-eo", "pipefail", "-c", setup_step_script("ssh")],
+        env={
+            "PATH": os.environ["PATH"],
+            "RUNNER_TEMP": str(runner_temp),
+            "HOME": str(home),
+            "GITHUB_ENV": str(github_env),
+            "SSH_PRIVATE_KEY": private,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    socket = runner_temp / "ecoma-ssh-agent.sock"
+    try:
+        assert result.returncode == 0, result.stderr
+        assert github_env.read_text() == f"SSH_AUTH_SOCK={socket}\n"
+        listed = subprocess.run(
+            ["ssh-add", "-L"],
+            env={"PATH": os.environ["PATH"], "SSH_AUTH_SOCK": str(socket)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert listed.stdout.split()[:2] == (key.with_suffix(".pub")).read_text().split()[:2]
+        config = (home / ".ssh" / "config").read_text()
+        assert "StrictHostKeyChecking accept-new" in config
+        body = "".join(private.splitlines()[1:-1])[:40]  # a piece of the key itself
+        for folder in (runner_temp, home):
+            for written in folder.rglob("*"):
+                if written.is_file():
+                    assert body not in written.read_text(errors="replace"), written
+        assert body not in result.stdout + result.stderr
+    finally:
+        subprocess.run(
+            ["ssh-agent", "-k"],
+            env={"PATH": os.environ["PATH"], "SSH_AUTH_SOCK": str(socket), "SSH_AGENT_PID": ""},
+            capture_output=True,
+            check=False,
+        )
+        for pid in _agents_on(socket):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _agents_on(socket: Path) -> list[int]:
+    """Pids of the ssh-agents listening on `socket` (the test's own, left running by the step)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            agent = cmdline[:1] and cmdline[0].endswith(b"ssh-agent")
+            if agent and str(socket).encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
 def test_credentials_check_is_read_only_and_fails_the_job_on_findings() -> None:
     credentials = workflow_named("credentials")
     (job,) = jobs(credentials).values()
@@ -1202,6 +1309,8 @@ def test_credentials_check_is_read_only_and_fails_the_job_on_findings() -> None:
     assert setup["with"]["cloud-credentials"] == "false"
     commands = job_commands(credentials, job)
     assert all(option_value(a, "--within-days") == "14" for a in commands)
+    # The k3s servers' certificates too (read over SSH): they expire after a year.
+    assert all("--k3s-certificates" in a for a in commands)
     for step in steps(job):
         assert not step.get("continue-on-error"), "a finding must fail the job"
         assert "|| true" not in step.get("run", "")
