@@ -27,9 +27,6 @@ class Adoption:
         self.import_ids = dict(import_ids)
         self.applied: set[str] = set()
 
-    def adopted(self, name: str) -> bool:
-        return name in self.import_ids
-
     def transformation(
         self, args: pulumi.ResourceTransformationArgs
     ) -> pulumi.ResourceTransformationResult | None:

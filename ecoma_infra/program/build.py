@@ -69,7 +69,6 @@ def build_stack(config: StackConfig, secrets: Secrets) -> None:
                 storage=config.storage,
                 tailscale=config.tailscale,
                 vnet_id=sdn.vnet_id,
-                adopted=adoption.adopted(pve.vm_name(node.name)),
             ),
             provider=proxmox_provider,
             tailscale_provider=keys_provider,

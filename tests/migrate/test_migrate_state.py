@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from ecoma_infra.migrate.plan import BLOCKING, MigrationRefusedError, plan_adopt
 from ecoma_infra.migrate.stackfile import with_adopt
 from ecoma_infra.migrate.state import migrate_state
 from ecoma_infra.migrate.tfstate import read_state
-from ecoma_infra.program.components.proxmox import STATEFUL_ROLES
+from ecoma_infra.program.components.proxmox import STATEFUL_ROLES, USER_DATA_FIELD
 from ecoma_infra.program.offline import run_offline
 from ecoma_infra.stack.load import load_stack_file
 
@@ -64,13 +65,19 @@ def test_simulated_preview_with_the_imports_replaces_no_stateful_node(migrated_p
     assert replan.blockers == []
 
 
-def test_simulated_the_check_finds_the_replacement_a_program_without_the_import_would_do():
-    # Control for the test above: the same VMs, in the preview of the stack *before* adoption
-    # (no `ignore_changes` on the user data), would be replaced over the snippet name.
+def test_simulated_the_check_finds_the_replacement_a_program_following_user_data_would_do():
+    # Control for the test above: the same VMs, registered by a program that let a VM follow its
+    # user data (no `ignore_changes` on it, as this program did before every VM kept its own),
+    # would be replaced over the snippet name: the check sees it.
     path = ROOT / "Pulumi.prod.yaml"
+    preview = run_offline(path)
+    following = [
+        replace(record, ignore_changes=[f for f in record.ignore_changes if f != USER_DATA_FIELD])
+        for record in preview.records
+    ]
     plan = plan_adoption(
         load_stack_file(path).config,
-        run_offline(path),
+        replace(preview, records=following),
         read_state(FIXTURES / "prod-show.json"),
         as_adopted=False,
     )

@@ -53,16 +53,19 @@ def test_simulated_adopted_resources_carry_exactly_their_import_ids(adopted: Pre
     assert types["sts-1-vm"] == "proxmoxve:index/vmLegacy:VmLegacy"
 
 
-def test_simulated_an_adopted_vm_keeps_its_user_data_and_only_it(
+def test_simulated_an_adopted_vm_keeps_its_user_data_as_every_vm_does(
     adopted: PreviewResult, plain: PreviewResult
 ):
+    """An adopted VM booted from the old codebase's snippet: attached, the program's user data
+    would run first boot again. Every VM keeps the user data it was created with (a new snippet
+    reaches new and rebuilt VMs only), so adopting one changes nothing of it."""
     vms = {r.name: r for r in adopted.records if r.type == "proxmoxve:index/vmLegacy:VmLegacy"}
-    assert USER_DATA_FIELD in vms["sts-1-vm"].ignore_changes
-    for name, record in vms.items():
-        if name != "sts-1-vm":
-            assert USER_DATA_FIELD not in record.ignore_changes, name
-    # Nothing else about the adopted VM changes: same inputs, same protection, same URN.
+    assert vms
+    for record in [*vms.values(), *(r for r in plain.records if r.name in vms)]:
+        assert USER_DATA_FIELD in record.ignore_changes, record.name
+    # Nothing else about the adopted VM changes: same inputs, options, protection, URN.
     before = {r.name: r for r in plain.records}
+    assert vms["sts-1-vm"].ignore_changes == before["sts-1-vm"].ignore_changes
     assert vms["sts-1-vm"].inputs == before["sts-1-vm"].inputs
     assert vms["sts-1-vm"].urn == before["sts-1-vm"].urn
     assert vms["sts-1-vm"].protect is True

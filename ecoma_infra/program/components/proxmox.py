@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ STATEFUL_ROLES = ("cpl", "sts")
 REPLACING_TAG = "ecoma-replacing"
 # Never rename: the name is the VM's identity in the stack (and in `ecoma:adopt`).
 VM_SUFFIX = "-vm"
-# The user data an adopted VM keeps (see ProxmoxNode).
+# The user data every VM keeps from its creation (see ProxmoxNode).
 USER_DATA_FIELD = "initialization.userDataFileId"
 
 
@@ -169,7 +170,6 @@ class ProxmoxNodeArgs:
     storage: StorageSettings
     tailscale: TailscaleSettings
     vnet_id: pulumi.Input[str]
-    adopted: bool = False  # the VM exists already and is imported (ecoma:adopt)
 
     @property
     def stateful(self) -> bool:
@@ -208,6 +208,13 @@ class ProxmoxNodeArgs:
             ),
             ip_forwarding=self.router,
         )
+
+
+def snippet_file_name(stack: str, node: str, user_data: str) -> str:
+    """The file of `node`'s user data: named after a digest of it, so that other user data is
+    another file (the digest says nothing of the auth key inside)."""
+    digest = hashlib.sha256(user_data.encode()).hexdigest()[:16]
+    return f"ecoma-{stack}-{node}-user-data-{digest}.yaml"
 
 
 class ProxmoxNode(pulumi.ComponentResource):
@@ -266,15 +273,26 @@ class ProxmoxNode(pulumi.ComponentResource):
         )
         boot = args.boot()
         user_data = as_secret(key.key).apply(lambda k: render_user_data(boot, k))
+        # A snippet file is never overwritten nor deleted while a VM may still boot from it.
+        # Proxmox reads it at every start of the VM to build its cloud-init drive, and the
+        # provider (bpg, proxmoxtf/resource/file.go) replaces a snippet whose content changes
+        # (source_raw is ForceNew), uploads over an existing file of the same name (`overwrite`
+        # defaults to true) and deletes a file by its volume id. With one fixed name per node, a
+        # replacement (`ecoma-infra replace`: a new key, so new user data) uploaded the new file
+        # and then deleted it with the old resource: the new VM would not start again. So the
+        # name carries a digest of the content (new user data, a new file), and Pulumi leaves a
+        # snippet's file in place when it forgets the snippet (an old one holds a key already
+        # used or expired).
         snippet = proxmox.FileLegacy(
             f"{name}-user-data",
             node_name=node.hypervisor,
             datastore_id=settings.snippets_datastore,
             content_type="snippets",
             source_raw=proxmox.FileLegacySourceRawArgs(
-                data=user_data, file_name=f"ecoma-{args.stack}-{node.name}-user-data.yaml"
+                data=user_data,
+                file_name=user_data.apply(lambda data: snippet_file_name(args.stack, name, data)),
             ),
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
         )
         disks = ordered(node.disks)
         os_disk = disks[0]
@@ -285,13 +303,14 @@ class ProxmoxNode(pulumi.ComponentResource):
         if stateful_disks and node.name not in settings.unlock_disks:
             # Also while the node is being replaced: the old VM's disk list is never rewritten.
             ignore.append("disks")
-        if args.adopted:
-            # An adopted VM keeps the user data it was created with. The provider replaces a VM
-            # whose `user_data_file_id` changes (ForceNew, bpg vm.go), and Proxmox derives the
-            # cloud-init instance-id from the user data and network config (qemu-server
-            # Cloudinit.pm, nocloud_gen_metadata): new user data would run first boot again at
-            # the next start. The new snippet is uploaded but not attached.
-            ignore.append(USER_DATA_FIELD)
+        # A VM keeps the user data it was created with (an adopted one too). The provider
+        # replaces a VM whose `user_data_file_id` changes (ForceNew, bpg vm.go), and Proxmox
+        # derives the cloud-init instance-id from the user data and network config (qemu-server
+        # Cloudinit.pm, nocloud_gen_metadata): attached to a running VM, new user data would run
+        # first boot again at its next start. New user data (another auth key setting or SSH
+        # key) is uploaded and reaches the VMs created from now on (a new node, `ecoma-infra
+        # replace`); a running node keeps what its first boot did.
+        ignore.append(USER_DATA_FIELD)
         created_disks = [
             disk
             for disk in disks
