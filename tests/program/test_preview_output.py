@@ -5,8 +5,8 @@ The digests were taken from the preview as it printed before issue 20's changes 
 packages loaded member by member, the collector paused, libyaml, inputs decoded once, the clone
 lanes held by the node components), and taken again from `main` at 5f4043e (the stacks as
 issues 13-19 left them) before those changes were merged onto it. They changed since on purpose
-once: the user data snippets are named after a digest of their content and retained on delete,
-and every VM keeps the user data it was created with. A change to the program that is meant to
+once: the user data snippets are retained on delete and every VM ignores changes to its user
+data file id. A change to the program that is meant to
 change the preview changes them too: print the new ones with
 `.venv/bin/ecoma-infra preview --stack STACK --offline [--json] | sha256sum`
 and say in the commit why the preview changed.
@@ -31,9 +31,9 @@ from ecoma_infra.stack.load import load_stack_file
 ROOT = Path(__file__).resolve().parents[2]
 
 DIGESTS = {
-    ("prod", "json"): "d314b6bf2c10d6e6a605777ce57dc73c0659f69c5e5f469e0df60c6394f9b794",
+    ("prod", "json"): "6a18ea7c48eb66cb86e5786af2f838c9b4b1774a86614696b544533c247478b0",
     ("prod", "text"): "dc60558a4aa3124fdec30c4975c323818776bf7d2f02bcc7f93110aa38451357",
-    ("staging", "json"): "7f98ae7d8158669334a38a60a99a4571cc60b8b227c3ddba2cd4b8408d868291",
+    ("staging", "json"): "5c69eee0c06802435f68361f1cedb73c9c8f0445593d2f932ba7130d646a24e9",
     ("staging", "text"): "9027d58c35e67921c9e3df36e859b046fa5be6038f60e99426812cc93971e8d6",
 }
 

@@ -6,7 +6,6 @@ or the root stack into another.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -19,7 +18,6 @@ from pulumi.runtime import settings
 from stacks import stack_variant
 
 from ecoma_infra.program.cloudinit import render_user_data
-from ecoma_infra.program.components.proxmox import snippet_file_name
 from ecoma_infra.program.inventory import inventory_hosts
 from ecoma_infra.program.offline import REDACTED, OfflineMocks, PreviewResult, Recorded, run_offline
 from ecoma_infra.stack.issues import ConfigError
@@ -143,23 +141,12 @@ def test_cloud_init_snippet_is_secret_and_attached(prod_onprem: PreviewResult):
         assert record.inputs["datastoreId"] == "local"
         data = record.inputs["sourceRaw"]
         assert REDACTED in json.dumps(_redacted(data)), "user data with the auth key is a secret"
-        # The file is named after a digest of the user data: new user data is a new file, never
-        # written over the one a VM boots from, and the file outlives the resource.
-        digest = hashlib.sha256(data["value"]["data"].encode()).hexdigest()[:16]
         file_id = vms[f"{node}-vm"].inputs["initialization"]["userDataFileId"]
-        assert file_id == f"local:snippets/ecoma-prod-{node}-user-data-{digest}.yaml"
-        # ... and a running VM keeps its own: attached, new user data would run first boot again.
+        assert file_id == f"local:snippets/ecoma-prod-{node}-user-data.yaml"
+        # Pulumi never deletes the file a VM boots from (a replaced snippet is the same file),
+        # and no VM shows as replaced while its snippet's new id is unknown to a preview.
         assert "initialization.userDataFileId" in vms[f"{node}-vm"].ignore_changes
         assert record.retain_on_delete
-
-
-def test_a_snippet_file_name_changes_with_the_user_data_and_keeps_no_secret() -> None:
-    first = snippet_file_name("prod", "sts-1", "#cloud-config\nkey: one\n")
-    assert first.startswith("ecoma-prod-sts-1-user-data-")
-    assert first.endswith(".yaml")
-    assert first == snippet_file_name("prod", "sts-1", "#cloud-config\nkey: one\n")
-    assert first != snippet_file_name("prod", "sts-1", "#cloud-config\nkey: two\n")
-    assert "one" not in first
 
 
 def _redacted(value: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -210,13 +209,6 @@ class ProxmoxNodeArgs:
         )
 
 
-def snippet_file_name(stack: str, node: str, user_data: str) -> str:
-    """The file of `node`'s user data: named after a digest of it, so that other user data is
-    another file (the digest says nothing of the auth key inside)."""
-    digest = hashlib.sha256(user_data.encode()).hexdigest()[:16]
-    return f"ecoma-{stack}-{node}-user-data-{digest}.yaml"
-
-
 class ProxmoxNode(pulumi.ComponentResource):
     """A clone of the Debian 12 template with cloud-init, CPU, memory and a disk per tier.
 
@@ -273,16 +265,16 @@ class ProxmoxNode(pulumi.ComponentResource):
         )
         boot = args.boot()
         user_data = as_secret(key.key).apply(lambda k: render_user_data(boot, k))
-        # A snippet file is never overwritten nor deleted while a VM may still boot from it.
-        # Proxmox reads it at every start of the VM to build its cloud-init drive, and the
-        # provider (bpg, proxmoxtf/resource/file.go) replaces a snippet whose content changes
-        # (source_raw is ForceNew), uploads over an existing file of the same name (`overwrite`
-        # defaults to true) and deletes a file by its volume id. With one fixed name per node, a
-        # replacement (`ecoma-infra replace`: a new key, so new user data) uploaded the new file
-        # and then deleted it with the old resource: the new VM would not start again. So the
-        # name carries a digest of the content (new user data, a new file), and Pulumi leaves a
-        # snippet's file in place when it forgets the snippet (an old one holds a key already
-        # used or expired).
+        # Pulumi never deletes a snippet's file (retain_on_delete): Proxmox reads it at every
+        # start of the VM to build its cloud-init drive. The provider (bpg,
+        # proxmoxtf/resource/file.go) replaces a snippet whose content changes (source_raw is
+        # ForceNew): it uploads the new content over the file of the same name (`overwrite`
+        # defaults to true), then deletes the old resource's file by its volume id, which is
+        # the same file. Without the option, `ecoma-infra replace` (a new key, so new user
+        # data) left the new VM without the file it boots from. The name stays the same: a
+        # snippet already in state has no retain_on_delete, and Pulumi decides the deletion of
+        # a replaced resource from its old state, so a new name would delete every running VM's
+        # file once (the first `up` records the option without touching the file).
         snippet = proxmox.FileLegacy(
             f"{name}-user-data",
             node_name=node.hypervisor,
@@ -290,7 +282,7 @@ class ProxmoxNode(pulumi.ComponentResource):
             content_type="snippets",
             source_raw=proxmox.FileLegacySourceRawArgs(
                 data=user_data,
-                file_name=user_data.apply(lambda data: snippet_file_name(args.stack, name, data)),
+                file_name=f"ecoma-{args.stack}-{node.name}-user-data.yaml",
             ),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True)),
         )
@@ -303,13 +295,10 @@ class ProxmoxNode(pulumi.ComponentResource):
         if stateful_disks and node.name not in settings.unlock_disks:
             # Also while the node is being replaced: the old VM's disk list is never rewritten.
             ignore.append("disks")
-        # A VM keeps the user data it was created with (an adopted one too). The provider
-        # replaces a VM whose `user_data_file_id` changes (ForceNew, bpg vm.go), and Proxmox
-        # derives the cloud-init instance-id from the user data and network config (qemu-server
-        # Cloudinit.pm, nocloud_gen_metadata): attached to a running VM, new user data would run
-        # first boot again at its next start. New user data (another auth key setting or SSH
-        # key) is uploaded and reaches the VMs created from now on (a new node, `ecoma-infra
-        # replace`); a running node keeps what its first boot did.
+        # The snippet's id never changes (its datastore and name are fixed), but while a snippet
+        # is being replaced its new id is unknown to a preview, and `user_data_file_id` is
+        # ForceNew (bpg vm.go): every VM would show as replaced. Ignored, the VM keeps the id it
+        # has (the same file). An adopted VM keeps the old codebase's snippet this way too.
         ignore.append(USER_DATA_FIELD)
         created_disks = [
             disk
