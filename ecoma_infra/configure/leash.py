@@ -25,6 +25,7 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -46,7 +47,11 @@ def _die_with_parent(parent: int) -> None:
 def living_children() -> dict[int, list[int]]:
     """Parent pid -> pids of its children that have not exited (zombies left out), from /proc."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:  # no /proc (not Linux): nothing to find, the process group kill remains
+        return children
+    for entry in entries:
         if not entry.name.isdigit():
             continue
         try:
@@ -73,24 +78,34 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def kill_descendants() -> None:
-    """SIGKILL every process below this one, until none is left. What a killed process leaves
-    behind is handed to this process (a subreaper) and found by the next pass."""
+def kill_descendants(settle: float = 5.0) -> None:
+    """SIGKILL every process below this one, then wait (up to `settle` seconds) until they are
+    gone. Each pass signals the processes the last one had not seen: what a process forked
+    before it was killed is handed to this process (a subreaper) and found by the next pass.
+    A process that ignores nothing still takes a moment to exit on a loaded machine; the wait
+    is for that, so that whoever waits for this process finds the tree gone."""
+    signalled: set[int] = set()
     for _ in range(_KILL_PASSES):
-        below = descendants(os.getpid())
-        if not below:
-            return
-        for pid in below:
+        fresh = [pid for pid in descendants(os.getpid()) if pid not in signalled]
+        if not fresh:
+            break
+        for pid in fresh:
+            signalled.add(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:  # exited meanwhile
                 continue
+    deadline = time.monotonic() + settle
+    while signalled & set(descendants(os.getpid())) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _kill_all(signum: int, frame: object) -> None:
     del signum, frame
-    kill_descendants()  # the command, its workers in their own sessions, what they run
-    os.killpg(os.getpgrp(), signal.SIGKILL)  # and the leash itself
+    try:
+        kill_descendants()  # the command, its workers in their own sessions, what they run
+    finally:
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # and the leash itself, whatever happened
 
 
 def main(argv: list[str]) -> int:

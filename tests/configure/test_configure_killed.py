@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ecoma_infra.configure.run import PRIVATE_DIR_PREFIX, remove_stale_private_dirs
+from ecoma_infra.configure import leash
+from ecoma_infra.configure.run import PRIVATE_DIR_PREFIX, _stop_leashes, remove_stale_private_dirs
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).resolve().parents[2]
@@ -116,12 +117,13 @@ def test_kill_9_takes_the_playbook_along_and_the_next_run_removes_the_dir(
     running_task(world)
     private_dir = Path(Path(str(world["marker"])).read_text())
     assert private_dir.parent == world["tmp"]
+    assert processes_with(str(private_dir)), "the playbook runs"
 
     os.kill(configure.pid, signal.SIGKILL)
     configure.wait(timeout=10)
 
     wait_for(lambda: not processes_with(f"sleep {world['sleep']}"), 10, "the task to die")
-    wait_for(lambda: not processes_with(str(FIXTURES / "slow_secret.yaml")), 10, "the playbook")
+    wait_for(lambda: not processes_with(str(private_dir)), 10, "the playbook")
     assert private_dir.is_dir(), "kill -9 leaves the dir: only the next run can remove it"
     assert (
         files_holding(str(world["token"]), [Path(str(world["tmp"])), Path(str(world["remote"]))])
@@ -146,13 +148,16 @@ def test_a_caught_signal_cancels_ansible_and_removes_the_dir_first(
     configure = start(world)
     running_task(world)
     private_dir = Path(Path(str(world["marker"])).read_text())
+    # The run's own processes name its private dir (the inventory's path): tests running at the
+    # same time on other workers have theirs.
+    assert processes_with(str(private_dir)), "the playbook runs"
 
     os.kill(configure.pid, signum)
 
     assert configure.wait(timeout=20) == 130
     assert not private_dir.exists()
     assert processes_with(f"sleep {world['sleep']}") == []
-    assert processes_with(str(FIXTURES / "slow_secret.yaml")) == []
+    assert processes_with(str(private_dir)) == []
     assert (
         files_holding(str(world["token"]), [Path(str(world["tmp"])), Path(str(world["remote"]))])
         == []
@@ -181,3 +186,28 @@ def test_stale_dirs_are_those_of_gone_or_unknown_old_runs(tmp_path: Path) -> Non
     assert sorted(removed) == sorted([dead, reused, old_unowned])
     assert live.is_dir()
     assert fresh_unowned.is_dir()
+
+
+def test_the_leash_finds_its_descendants_and_nothing_without_proc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A real tree: this process -> sh -> sleep. Both are found, parents first.
+    child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        deadline = time.monotonic() + 10
+        below: list[int] = []
+        while time.monotonic() < deadline and len(below) < 2:
+            below = leash.descendants(os.getpid())
+            time.sleep(0.05)
+        assert below[0] == child.pid
+        assert len(below) == 2
+    finally:
+        for pid in reversed(leash.descendants(os.getpid())):
+            os.kill(pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    # Without /proc (not Linux) there is nothing to find, and a cancel still goes on to
+    # ansible-runner's own kill instead of failing in its callback.
+    monkeypatch.setattr(leash, "Path", lambda _: Path("/nonexistent-proc"))
+    assert leash.living_children() == {}
+    assert leash.descendants(os.getpid()) == []
+    assert _stop_leashes(timeout=0.1) is True
