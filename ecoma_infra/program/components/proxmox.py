@@ -27,7 +27,7 @@ from ecoma_infra.stack.pulumi_config import Secrets, as_secret
 
 # Roles whose machines hold state that a rebuild would lose: etcd on cpl, data on sts.
 STATEFUL_ROLES = ("cpl", "sts")
-# The VM tag of a stateful node that `ecoma-infra replace` is rebuilding (its protection lifted):
+# The VM tag of a node that `ecoma-infra replace` is rebuilding (a stateful one unprotected):
 # what lets the policy pack's stateful-vms-protected rule, which sees resources and not the
 # stack's config, tell a reviewed replacement from protection lost by mistake. It also shows in
 # Proxmox's UI while the rebuild runs. Tags are "only meta information" (VmLegacy docstring):
