@@ -191,19 +191,24 @@ def test_stale_dirs_are_those_of_gone_or_unknown_old_runs(tmp_path: Path) -> Non
 def test_the_leash_finds_its_descendants_and_nothing_without_proc(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A real tree: this process -> sh -> sleep. Both are found, parents first.
+    # A real tree: this process -> sh -> sleep. Both are found, parents first (other children
+    # of this process, left by earlier tests, may be there too: only this tree is checked).
     child = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
     try:
         deadline = time.monotonic() + 10
         below: list[int] = []
-        while time.monotonic() < deadline and len(below) < 2:
-            below = leash.descendants(os.getpid())
+        while time.monotonic() < deadline and not below:
+            below = leash.descendants(child.pid)
             time.sleep(0.05)
-        assert below[0] == child.pid
-        assert len(below) == 2
+        assert len(below) == 1
+        mine = leash.descendants(os.getpid())
+        assert child.pid in mine
+        assert below[0] in mine
+        assert mine.index(child.pid) < mine.index(below[0])
     finally:
-        for pid in reversed(leash.descendants(os.getpid())):
+        for pid in leash.descendants(child.pid):
             os.kill(pid, signal.SIGKILL)
+        child.kill()
         child.wait(timeout=10)
     # Without /proc (not Linux) there is nothing to find, and a cancel still goes on to
     # ansible-runner's own kill instead of failing in its callback.
